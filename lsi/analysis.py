@@ -101,6 +101,21 @@ def agreement(estimate: Sequence[float], reference: Sequence[float]) -> dict[str
     }
 
 
+def bootstrap_interval(values: Sequence[float], statistic=np.median, *, confidence: float = 0.95,
+                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(values)`` (resampling with replacement, seeded)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_interval needs at least one value.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence == {confidence}, must be in (0, 1).")
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(values[rng.integers(0, values.size, values.size)])
+                      for _ in range(n_resamples)])
+    tail = (1 - confidence) / 2
+    return float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
+
+
 def accuracy(logits_or_probs: np.ndarray, labels: Sequence[int]) -> float:
     """Top-1 accuracy of class scores against labels."""
     return float((np.asarray(logits_or_probs).argmax(axis=1) == np.asarray(labels)).mean())

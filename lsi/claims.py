@@ -1,0 +1,326 @@
+"""Named verdict rules: does this run reproduce the paper's claim? yes, partly or no.
+
+Every chapter's claim box is built from these rules, so that one claim is
+judged the same way everywhere and no chapter carries a threshold of its own.
+A rule takes the run's measurements and returns a :class:`Verdict`:
+
+- ``yes``;
+- ``partly: <what differs>``;
+- ``no: <what was found instead>``.
+
+Each threshold is a module constant with the reason for its value, fixed
+before looking at any result. The rules:
+
+============================  ===============================================================
+rule                          yes when
+============================  ===============================================================
+:func:`long_tail`             heavier-tailed than an exponential distribution, on both
+                              the top-decile share and the p99/median ratio
+:func:`separates`             AUROC >= :data:`STRONG_AUROC` (and, if asked, some positives
+                              above every negative)
+:func:`ordered`               group medians in the expected order, with disjoint bootstrap
+                              intervals between neighbours
+:func:`ratio_near`            a measured ratio within a factor :data:`RATIO_TOLERANCE` of
+                              the expected one
+:func:`correlates`            Spearman >= :data:`STRONG_CORRELATION`
+:func:`weakly_correlated`     abs(Spearman) < :data:`WEAK_CORRELATION`
+:func:`differ`                Spearman < :data:`MODERATE_CORRELATION` (the two rank samples
+                              differently)
+:func:`approximates`          Spearman >= :data:`STRONG_CORRELATION` and median relative
+                              error <= :data:`CLOSE_RELATIVE_ERROR`
+:func:`exceeds`               one quantity above another by more than the noise of both
+============================  ===============================================================
+
+:class:`Claim` pairs a paper's claim with the run's numbers, the verdict and
+the solver tier that produced the numbers; :func:`box` renders claims as the
+chapter's claim box and :func:`summary` turns them into the chapter's
+generated summary.
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .analysis import bootstrap_interval, separation, tail_summary
+
+YES, PARTLY, NO = "yes", "partly", "no"
+
+EXPONENTIAL_TOP10_SHARE = 0.1 * (1 + math.log(10))
+"""Share of the total held by the top 10% of an exponential distribution (0.330).
+
+The exponential is the usual boundary between light and heavy tails: a
+distribution is called long-tailed here when its top decile holds more."""
+
+EXPONENTIAL_P99_OVER_MEDIAN = math.log(100) / math.log(2)
+"""p99 / median of an exponential distribution (6.64), the same boundary for the tail's reach."""
+
+STRONG_AUROC = 0.8
+"""AUROC from which a score is said to single out a group well (the common 'good' grade)."""
+
+WEAK_AUROC = 0.6
+"""AUROC below which a score is said not to single out a group at all."""
+
+RATIO_TOLERANCE = 1.5
+"""A measured ratio counts as 'about' the expected one within this factor either way."""
+
+STRONG_CORRELATION = 0.9
+"""Spearman from which two scores are said to rank samples alike."""
+
+MODERATE_CORRELATION = 0.7
+"""Spearman below which two scores are said to rank samples differently."""
+
+WEAK_CORRELATION = 0.3
+"""abs(Spearman) below which a correlation is called weak."""
+
+CLOSE_RELATIVE_ERROR = 0.1
+"""Median relative error up to which an approximation's values are called accurate."""
+
+CONFIDENCE = 0.95
+"""Coverage of the bootstrap intervals the rules use."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a rule: ``status`` is yes, partly or no; ``detail`` says what differs."""
+
+    status: str
+    detail: str = ""
+    rule: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in (YES, PARTLY, NO):
+            raise ValueError(f"status={self.status!r} is not a verdict; use 'yes', 'partly' or 'no'.")
+        if self.status != YES and not self.detail:
+            raise ValueError(f"a {self.status!r} verdict must say what was found instead.")
+
+    def __str__(self) -> str:
+        return self.status if self.status == YES else f"{self.status}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of a claim box: the paper's claim, this run's numbers, the verdict, the tier."""
+
+    claim: str
+    ours: str
+    verdict: Verdict
+    tier: str = ""
+    """The solver tier behind the numbers (``converged``, ``newton-step``, ``gd``, ...), if any."""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def long_tail(values: Sequence[float]) -> Verdict:
+    """Is the distribution of ``values`` long-tailed, i.e. heavier-tailed than an exponential?
+
+    Two measures of :func:`lsi.analysis.tail_summary`, each against the
+    exponential distribution's value: the share of the total held by the top
+    10% (:data:`EXPONENTIAL_TOP10_SHARE`) and p99/median
+    (:data:`EXPONENTIAL_P99_OVER_MEDIAN`). Both above: yes; one: partly; none: no.
+    """
+    tail = tail_summary(values)
+    share_ok = tail["top10_share"] > EXPONENTIAL_TOP10_SHARE
+    reach_ok = tail["p99_over_median"] > EXPONENTIAL_P99_OVER_MEDIAN
+    share = f"the top 10% hold {tail['top10_share']:.0%} of the total (exponential: {EXPONENTIAL_TOP10_SHARE:.0%})"
+    reach = f"p99/median is {tail['p99_over_median']:.3g} (exponential: {EXPONENTIAL_P99_OVER_MEDIAN:.3g})"
+    if share_ok and reach_ok:
+        return Verdict(YES, rule="long_tail")
+    if share_ok or reach_ok:
+        return Verdict(PARTLY, f"{reach if share_ok else share}, no heavier than an exponential",
+                       rule="long_tail")
+    return Verdict(NO, f"no heavier than an exponential: {share}; {reach}", rule="long_tail")
+
+
+def separates(scores: Sequence[float], positive: Sequence[bool], *, what: str = "the positives",
+              above_all: bool = False) -> Verdict:
+    """Do higher scores single out ``positive`` samples (for example flipped labels)?
+
+    yes: AUROC >= :data:`STRONG_AUROC` and, with ``above_all``, at least one
+    positive above every negative. partly: AUROC >= :data:`WEAK_AUROC`, or the
+    extra condition fails. no: AUROC below :data:`WEAK_AUROC`.
+    """
+    found = separation(scores, positive)
+    auroc = found["auroc"]
+    if auroc < WEAK_AUROC:
+        lower = "lower" if found["median_ratio"] < 1 else "about as high"
+        return Verdict(NO, f"{what} score {lower} than the rest (AUROC {auroc:.3f}, median ratio "
+                           f"{found['median_ratio']:.3g})", rule="separates")
+    if auroc < STRONG_AUROC:
+        return Verdict(PARTLY, f"{what} score higher, but the separation is weak (AUROC {auroc:.3f})",
+                       rule="separates")
+    if above_all and found["above_max_negative"] == 0:
+        return Verdict(PARTLY, f"{what} score higher (AUROC {auroc:.3f}), but none is above every other "
+                               f"sample", rule="separates")
+    return Verdict(YES, rule="separates")
+
+
+def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
+    """Are the groups' medians in the order given by ``groups`` (lowest first)?
+
+    Each median gets a bootstrap interval (:func:`lsi.analysis.bootstrap_interval`,
+    :data:`CONFIDENCE`). yes: the medians follow the order and neighbouring
+    intervals are disjoint. partly: the medians follow the order but some
+    neighbouring intervals overlap. no: some pair is inverted; the detail
+    names it.
+    """
+    if len(groups) < 2:
+        raise ValueError("ordered needs at least two groups.")
+    names = list(groups)
+    stats = {name: (float(np.median(groups[name])),
+                    bootstrap_interval(groups[name], np.median, confidence=CONFIDENCE, seed=seed))
+             for name in names}
+    inverted = [(a, b) for a, b in zip(names, names[1:]) if stats[a][0] >= stats[b][0]]
+    if inverted:
+        text = "; ".join(f"{a} sits {'above' if stats[a][0] > stats[b][0] else 'level with'} {b} "
+                         f"(median {_fmt(stats[a][0])} vs {_fmt(stats[b][0])})" for a, b in inverted)
+        return Verdict(NO, text, rule="ordered")
+    overlapping = [(a, b) for a, b in zip(names, names[1:]) if stats[a][1][1] >= stats[b][1][0]]
+    if overlapping:
+        text = "; ".join(f"the intervals of {a} and {b} overlap" for a, b in overlapping)
+        return Verdict(PARTLY, f"the medians are in order, but {text}", rule="ordered")
+    return Verdict(YES, rule="ordered")
+
+
+def ratio_near(measured: float, expected: float, *, what: str = "the ratio") -> Verdict:
+    """Is ``measured`` about ``expected`` (within :data:`RATIO_TOLERANCE` either way)?
+
+    yes: within the tolerance. partly: on the same side of 1 as ``expected``
+    but outside the tolerance. no: on the other side of 1 (the effect has the
+    wrong direction) or exactly 1.
+    """
+    if not (measured > 0 and expected > 0):
+        raise ValueError(f"ratios must be positive, got measured={measured}, expected={expected}.")
+    if expected / RATIO_TOLERANCE <= measured <= expected * RATIO_TOLERANCE:
+        return Verdict(YES, rule="ratio_near")
+    if (measured - 1) * (expected - 1) > 0:
+        size = "smaller" if abs(math.log(measured)) < abs(math.log(expected)) else "larger"
+        return Verdict(PARTLY, f"{what} is {measured:.3g}, the right direction but {size} than "
+                               f"{expected:.3g}", rule="ratio_near")
+    return Verdict(NO, f"{what} is {measured:.3g}: the effect goes the other way", rule="ratio_near")
+
+
+def correlates(rho: float, *, what: str = "the two scores") -> Verdict:
+    """Do two scores rank samples alike? yes: Spearman >= :data:`STRONG_CORRELATION`;
+    partly: >= :data:`MODERATE_CORRELATION`; no: below."""
+    if rho >= STRONG_CORRELATION:
+        return Verdict(YES, rule="correlates")
+    if rho >= MODERATE_CORRELATION:
+        return Verdict(PARTLY, f"{what} correlate only moderately (Spearman {rho:.3f})", rule="correlates")
+    return Verdict(NO, f"{what} rank samples differently (Spearman {rho:.3f})", rule="correlates")
+
+
+def weakly_correlated(rho: float, *, what: str = "the two scores") -> Verdict:
+    """Is a correlation weak? yes: abs(rho) < :data:`WEAK_CORRELATION`; partly: below
+    :data:`MODERATE_CORRELATION`; no: at or above it."""
+    if abs(rho) < WEAK_CORRELATION:
+        return Verdict(YES, rule="weakly_correlated")
+    if abs(rho) < MODERATE_CORRELATION:
+        return Verdict(PARTLY, f"{what} correlate moderately (Spearman {rho:.3f})", rule="weakly_correlated")
+    return Verdict(NO, f"{what} correlate strongly (Spearman {rho:.3f})", rule="weakly_correlated")
+
+
+def differ(rho: float, *, what: str = "the two scores") -> Verdict:
+    """Do two scores rank samples differently? yes: Spearman < :data:`MODERATE_CORRELATION`;
+    partly: below :data:`STRONG_CORRELATION`; no: at or above it (they rank alike)."""
+    if rho < MODERATE_CORRELATION:
+        return Verdict(YES, rule="differ")
+    if rho < STRONG_CORRELATION:
+        return Verdict(PARTLY, f"{what} differ only moderately (Spearman {rho:.3f})", rule="differ")
+    return Verdict(NO, f"{what} rank samples alike (Spearman {rho:.3f})", rule="differ")
+
+
+def approximates(spearman: float, median_rel_error: float, *, what: str = "the approximation") -> Verdict:
+    """Does an approximation reproduce a reference, in ranking and in value?
+
+    ranking: Spearman >= :data:`STRONG_CORRELATION`; value: median relative
+    error <= :data:`CLOSE_RELATIVE_ERROR`. Both: yes; one: partly; none: no.
+    """
+    rank_ok = spearman >= STRONG_CORRELATION
+    value_ok = median_rel_error <= CLOSE_RELATIVE_ERROR
+    ranking = f"Spearman {spearman:.3f}"
+    values = f"median relative error {median_rel_error:.0%}"
+    if rank_ok and value_ok:
+        return Verdict(YES, rule="approximates")
+    if rank_ok:
+        return Verdict(PARTLY, f"{what} ranks like the reference ({ranking}) but its values are off "
+                               f"({values})", rule="approximates")
+    if value_ok:
+        return Verdict(PARTLY, f"{what} has close values ({values}) but ranks differently ({ranking})",
+                       rule="approximates")
+    return Verdict(NO, f"{what} neither ranks ({ranking}) nor values ({values}) like the reference",
+                   rule="approximates")
+
+
+def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str, seed: int = 0) -> Verdict:
+    """Is quantity ``a`` larger than ``b``, beyond the noise of repeated measurements?
+
+    ``a`` and ``b`` are repeated measurements (seeds, bootstrap draws) of each
+    quantity. yes: the :data:`CONFIDENCE` bootstrap interval of mean(a) - mean(b)
+    lies above 0. partly: mean(a) > mean(b) but the interval contains 0.
+    no: mean(a) <= mean(b).
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("exceeds needs at least one measurement of each quantity.")
+    gap = float(a.mean() - b.mean())
+    text = f"{what_a} {_fmt(a.mean())} vs {what_b} {_fmt(b.mean())}"
+    if gap <= 0:
+        return Verdict(NO, f"{what_a} is not above {what_b}: {text}", rule="exceeds")
+    rng = np.random.default_rng(seed)
+    draws = [rng.choice(a, a.size).mean() - rng.choice(b, b.size).mean() for _ in range(2000)]
+    low = float(np.quantile(draws, (1 - CONFIDENCE) / 2))
+    if low > 0 and min(a.size, b.size) > 1:
+        return Verdict(YES, rule="exceeds")
+    return Verdict(PARTLY, f"{text}, within the noise of {min(a.size, b.size)} repeats", rule="exceeds")
+
+
+def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
+    """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict."""
+    from IPython.display import HTML
+
+    colour = {YES: "#1b7837", PARTLY: "#b35806", NO: "#b2182b"}
+    body = "".join(
+        f"<tr><td style='text-align:left'>{html.escape(c.claim)}</td>"
+        f"<td style='text-align:left'>{html.escape(c.ours)}</td>"
+        f"<td>{html.escape(c.tier or '-')}</td>"
+        f"<td style='text-align:left'><strong style='color:{colour[c.verdict.status]}'>"
+        f"{html.escape(c.verdict.status)}</strong>"
+        f"{html.escape(': ' + c.verdict.detail) if c.verdict.detail else ''}"
+        f"<br><small>rule: <code>{html.escape(c.verdict.rule or 'by eye')}</code></small></td></tr>"
+        for c in claims)
+    return HTML(
+        f"<div class='admonition important'><p class='admonition-title'>{html.escape(title)}</p>"
+        f"<table class='lsi-table'><thead><tr><th>paper</th><th>this run</th><th>tier</th>"
+        f"<th>reproduced?</th></tr></thead><tbody>{body}</tbody></table>"
+        f"<p><small>Rules and thresholds: <code>lsi.claims</code>.</small></p></div>")
+
+
+def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
+    """The chapter's summary, generated from its claims and measured facts (Markdown).
+
+    ``facts`` are sentences the chapter builds from its own numbers; each claim
+    adds one bullet with its verdict, so the summary cannot contradict the box.
+    """
+    from IPython.display import Markdown
+
+    counts = {s: sum(c.verdict.status == s for c in claims) for s in (YES, PARTLY, NO)}
+    lines = [f"- {fact}" for fact in facts]
+    for c in claims:
+        tier = f" ({c.tier} tier)" if c.tier else ""
+        lines.append(f"- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
+    head = (f"Of the paper's {len(claims)} claims tested here, {counts[YES]} reproduced, "
+            f"{counts[PARTLY]} partly and {counts[NO]} not.")
+    return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
+
+
+__all__ = ["CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
+           "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
+           "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
+           "approximates", "box", "correlates", "differ", "exceeds", "long_tail", "ordered",
+           "ratio_near", "separates", "summary", "weakly_correlated"]

@@ -1,0 +1,125 @@
+"""Verdict rules: each threshold tested on both sides, and every verdict says what it found."""
+import math
+
+import numpy as np
+import pytest
+
+from lsi import claims
+from lsi.analysis import bootstrap_interval
+
+
+def test_verdict_requires_a_detail_unless_yes():
+    assert str(claims.Verdict("yes")) == "yes"
+    assert str(claims.Verdict("no", "found less")) == "no: found less"
+    with pytest.raises(ValueError, match="must say what was found"):
+        claims.Verdict("partly")
+    with pytest.raises(ValueError, match="not a verdict"):
+        claims.Verdict("maybe", "x")
+
+
+def test_long_tail_boundary_is_the_exponential():
+    assert math.isclose(claims.EXPONENTIAL_TOP10_SHARE, 0.1 * (1 + math.log(10)))
+    rng = np.random.default_rng(0)
+    heavy = rng.lognormal(0, 2.0, 20000)
+    assert claims.long_tail(heavy).status == "yes"
+    flat = rng.uniform(1, 2, 20000)
+    verdict = claims.long_tail(flat)
+    assert verdict.status == "no" and "exponential" in verdict.detail
+    assert claims.long_tail(rng.lognormal(0, 1.0, 20000)).status == "yes"
+    # a gamma(2) distribution is lighter-tailed than the exponential
+    assert claims.long_tail(rng.gamma(2.0, 1.0, 20000)).status == "no"
+
+
+def test_long_tail_partly_when_one_measure_passes():
+    # 2% of the values ten times the rest: p99/median = 10 (> 6.64), top-10% share 24% (< 33%)
+    values = np.concatenate([np.ones(9800), np.full(200, 10.0)])
+    verdict = claims.long_tail(values)
+    assert verdict.status == "partly" and "24%" in verdict.detail
+
+
+@pytest.mark.parametrize("shift, expected", [(3.0, "yes"), (0.6, "partly"), (0.0, "no"), (-3.0, "no")])
+def test_separates_on_both_sides_of_the_auroc_thresholds(shift, expected):
+    rng = np.random.default_rng(1)
+    positive = np.zeros(2000, bool)
+    positive[:200] = True
+    scores = rng.normal(size=2000) + shift * positive
+    assert claims.separates(scores, positive, what="flips").status == expected
+
+
+def test_separates_above_all_needs_a_positive_above_every_negative():
+    scores = np.r_[np.linspace(0, 1, 100), np.linspace(0.85, 0.99, 20)]
+    positive = np.r_[np.zeros(100, bool), np.ones(20, bool)]
+    assert claims.separates(scores, positive, above_all=False).status == "yes"
+    verdict = claims.separates(scores, positive, above_all=True)
+    assert verdict.status == "partly" and "none is above" in verdict.detail
+
+
+def test_ordered_names_the_inverted_pair():
+    rng = np.random.default_rng(2)
+    low, mid, high = rng.normal(0, 1, 500), rng.normal(5, 1, 500), rng.normal(10, 1, 500)
+    assert claims.ordered({"clean": low, "lorem": mid, "flipped": high}).status == "yes"
+    verdict = claims.ordered({"clean": mid, "lorem ipsum": low, "flipped": high})
+    assert verdict.status == "no" and "clean sits above lorem ipsum" in verdict.detail
+    close = claims.ordered({"a": rng.normal(0, 1, 30), "b": rng.normal(0.05, 1, 30) + 0.05})
+    assert close.status in ("partly", "no")
+    if close.status == "partly":
+        assert "overlap" in close.detail
+
+
+@pytest.mark.parametrize("measured, expected", [(10.0, "yes"), (6.7, "yes"), (14.9, "yes"), (6.6, "partly"),
+                                                (15.1, "partly"), (1.2, "partly"), (1.0, "no"), (0.5, "no")])
+def test_ratio_near_on_both_sides_of_the_tolerance(measured, expected):
+    assert claims.ratio_near(measured, 10.0).status == expected
+
+
+def test_ratio_near_rejects_non_positive():
+    with pytest.raises(ValueError):
+        claims.ratio_near(-1.0, 10.0)
+
+
+@pytest.mark.parametrize("rho, strong, weak, differ", [
+    (0.95, "yes", "no", "no"), (0.9, "yes", "no", "no"), (0.89, "partly", "no", "partly"),
+    (0.7, "partly", "no", "partly"), (0.69, "no", "partly", "yes"), (0.29, "no", "yes", "yes"),
+    (-0.31, "no", "partly", "yes")])
+def test_correlation_rules_at_their_thresholds(rho, strong, weak, differ):
+    assert claims.correlates(rho).status == strong
+    assert claims.weakly_correlated(rho).status == weak
+    assert claims.differ(rho).status == differ
+
+
+@pytest.mark.parametrize("rho, err, expected", [(0.95, 0.05, "yes"), (0.95, 0.56, "partly"),
+                                                (0.84, 0.05, "partly"), (0.839, 1.76, "no"),
+                                                (0.9, 0.1, "yes")])
+def test_approximates_judges_ranking_and_values(rho, err, expected):
+    verdict = claims.approximates(rho, err)
+    assert verdict.status == expected
+    if expected == "no":
+        assert "176%" in verdict.detail
+
+
+def test_exceeds_uses_the_noise_of_repeats():
+    assert claims.exceeds([0.80, 0.81, 0.82], [0.70, 0.71, 0.72], what_a="a", what_b="b").status == "yes"
+    assert claims.exceeds([0.70, 0.80, 0.75], [0.72, 0.74, 0.70], what_a="a", what_b="b").status == "partly"
+    verdict = claims.exceeds([0.6], [0.7], what_a="lowest first", what_b="random")
+    assert verdict.status == "no" and "lowest first is not above random" in verdict.detail
+
+
+def test_bootstrap_interval_covers_the_median_and_is_seeded():
+    values = np.random.default_rng(3).normal(size=1000)
+    low, high = bootstrap_interval(values)
+    assert low < np.median(values) < high
+    assert (low, high) == bootstrap_interval(values)
+    with pytest.raises(ValueError):
+        bootstrap_interval([])
+
+
+def test_box_and_summary_carry_the_verdicts():
+    rows = [claims.Claim("LSI is long-tailed.", "p99/median 12", claims.Verdict("yes", rule="long_tail"),
+                         tier="converged"),
+            claims.Claim("Lorem sits between.", "medians ...",
+                         claims.Verdict("no", "lorem ipsum sits below the clean reviews", rule="ordered"))]
+    html = claims.box(rows).data
+    assert "converged" in html and "lorem ipsum sits below the clean reviews" in html and "ordered" in html
+    text = claims.summary(rows, facts=["Accuracy 0.9."]).data
+    assert "1 reproduced, 0 partly and 1 not" in text
+    assert "**no: lorem ipsum sits below the clean reviews**" in text and "Accuracy 0.9." in text
