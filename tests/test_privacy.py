@@ -1,0 +1,102 @@
+"""DP-SGD leave-one-out (lsi.privacy): against opacus, plain GD and the closed-form accountant."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lsi import privacy, training
+from lsi.probes import LinearProbe
+
+
+def _data(n=40, d=5, C=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = torch.as_tensor(rng.standard_normal((n, d)))
+    Y = torch.as_tensor(rng.integers(0, C, n))
+    return X, Y, LinearProbe(d, C)
+
+
+def _opacus_train(X, Y, probe, clip, noise, seed, epochs, lr=0.04, momentum=0.9, wd=0.01):
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(X.shape[1], probe.n_classes, dtype=torch.float64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=wd)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=len(X), shuffle=False)
+    model, optimizer, loader = PrivacyEngine().make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise, max_grad_norm=clip,
+        noise_generator=torch.Generator().manual_seed(seed), poisson_sampling=False, loss_reduction="mean")
+    for _ in range(epochs):
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+    layer = model._module
+    return torch.cat([layer.weight.detach().T, layer.bias.detach()[None]]).reshape(-1)
+
+
+@pytest.mark.parametrize("clip,noise", [(0.05, 0.0), (0.05, 2.0), (1.0, 8.1)])
+def test_train_dp_equals_opacus_make_private_step_for_step(clip, noise):
+    X, Y, probe = _data()
+    theta0 = probe.init(0, dtype=torch.float64, device="cpu")
+    ours, _ = privacy.train_dp(X, Y, theta0, torch.ones(1, len(X), dtype=torch.float64),
+                               torch.tensor([clip], dtype=torch.float64), torch.tensor([noise], dtype=torch.float64),
+                               torch.tensor([0]), [7], lr=0.04, momentum=0.9, weight_decay=0.01, epochs=30)
+    reference = _opacus_train(X, Y, probe, clip, noise, 7, 30)
+    torch.testing.assert_close(ours[0], reference, rtol=1e-9, atol=1e-10)
+
+
+def test_noise_zero_and_huge_clip_is_plain_gradient_descent():
+    X, Y, probe = _data()
+    theta0 = probe.init(0, dtype=torch.float64, device="cpu")
+    w = torch.ones(2, len(X), dtype=torch.float64)
+    w[1, 3] = 0
+    ours, _ = privacy.train_dp(X, Y, theta0, w, torch.full((2,), 1e9, dtype=torch.float64),
+                               torch.zeros(2, dtype=torch.float64), torch.tensor([0, 0]), [0],
+                               lr=0.04, momentum=0.9, weight_decay=0.01, epochs=50)
+    plain = training.train_gd(probe, theta0, X, Y, w, lr=0.04, momentum=0.9, weight_decay=0.01, epochs=50)
+    torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-13)
+
+
+def test_loo_model_shares_the_noise_of_its_full_model_and_batching_does_not_change_it():
+    X, Y, probe = _data()
+    theta0 = probe.init(0, dtype=torch.float64, device="cpu")
+    args = dict(lr=0.04, momentum=0.9, weight_decay=0.01, epochs=20)
+    w = torch.ones(3, len(X), dtype=torch.float64)
+    w[1, 5] = 0
+    clip, noise = torch.full((3,), 0.1, dtype=torch.float64), torch.full((3,), 5.0, dtype=torch.float64)
+    both, _ = privacy.train_dp(X, Y, theta0, w, clip, noise, torch.tensor([0, 0, 1]), [3, 4], **args)
+    alone, _ = privacy.train_dp(X, Y, theta0, w[1:2], clip[:1], noise[:1], torch.tensor([0]), [3], **args)
+    torch.testing.assert_close(both[1], alone[0], rtol=1e-12, atol=1e-14)
+    # the same sample set with another noise seed moves much further than leaving one sample out
+    assert (both[2] - both[0]).norm() > 5 * (both[1] - both[0]).norm()
+
+
+def test_epsilon_is_opacus_rdp_of_the_gaussian_mechanism_at_rate_one():
+    sigma, steps, delta = 8.1, 700, 1e-3
+    orders = np.asarray(privacy.DEFAULT_ORDERS)
+    rdp = steps * orders / (2 * sigma ** 2)     # Gaussian mechanism without subsampling (Mironov 2017)
+    eps = rdp - (np.log(delta) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders)
+    assert privacy.epsilon(sigma, steps, delta) == pytest.approx(float(eps.min()), rel=1e-12)
+    assert privacy.epsilon(0.0, steps, delta) == math.inf
+    # the per-instance bound with the worst-case sensitivity C at every step is the global epsilon
+    clip = 0.5
+    worst = np.array([steps * clip ** 2])
+    assert privacy.per_instance_epsilon(worst, sigma, clip, delta)[0] == pytest.approx(eps.min(), rel=1e-12)
+    assert privacy.per_instance_kl(worst, sigma, clip)[0] == pytest.approx(steps / (2 * sigma ** 2))
+
+
+def test_dp_lsi_table_and_accounting():
+    X, Y, _ = _data(n=30)
+    table = privacy.dp_lsi(X.numpy(), Y.numpy(), clips=[0.01, 1.0], noises=[0.0, 8.1], seeds=[0, 1],
+                           scored=[0, 4], epochs=15, max_models=5)
+    assert len(table) == 2 * 2 * 2 * 2
+    assert (table["lsi"] > 0).all()
+    finite = table[table["noise"] > 0]
+    assert np.isfinite(finite["eps_instance"]).all() and (table[table["noise"] == 0]["eps_instance"] == np.inf).all()
+    assert table.attrs["dp"]["epsilon"][(1.0, 8.1)] == pytest.approx(privacy.epsilon(8.1, 15, 1 / 30))
+    # per-instance sensitivity never exceeds the clipping norm
+    assert (table["sensitivity_rms"] <= 1 + 1e-9).all()
