@@ -29,6 +29,8 @@ rule                          yes when
 :func:`approximates`          Spearman >= :data:`STRONG_CORRELATION` and median relative
                               error <= :data:`CLOSE_RELATIVE_ERROR`
 :func:`exceeds`               one quantity above another by more than the noise of both
+:func:`breaks_down`           an estimator is off by more than :data:`BREAKDOWN_FACTOR` in
+                              every regime named by the claim (and not in the others)
 ============================  ===============================================================
 
 :class:`Claim` pairs a paper's claim with the run's numbers, the verdict and
@@ -81,6 +83,10 @@ CLOSE_RELATIVE_ERROR = 0.1
 
 CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals the rules use."""
+
+BREAKDOWN_FACTOR = 2.0
+"""An estimate off by more than this factor either way (or not positive) has broken down: it
+no longer gives even the scale of the true value (a relative error of 100% on the high side)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +286,37 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     return Verdict(PARTLY, f"{text}, within the noise of {min(a.size, b.size)} repeats", rule="exceeds")
 
 
+def breaks_down(ratios: Mapping[str, float], *, at: Sequence[str], what: str = "the estimator") -> Verdict:
+    """Does an estimator break down exactly in the regimes ``at``?
+
+    ``ratios`` maps each regime to estimate / true value (NaN or <= 0 when the
+    estimate is unusable). A regime is broken when the ratio is outside
+    ``[1/BREAKDOWN_FACTOR, BREAKDOWN_FACTOR]`` (:data:`BREAKDOWN_FACTOR`) or not
+    positive. yes: broken in every regime of ``at`` and in none of the others.
+    partly: broken in some of ``at``, or also elsewhere. no: in none of ``at``.
+    """
+    def broken(r: float) -> bool:
+        return not (r > 0) or not (1 / BREAKDOWN_FACTOR <= r <= BREAKDOWN_FACTOR)
+
+    unknown = set(at) - set(ratios)
+    if unknown:
+        raise ValueError(f"regimes {sorted(unknown)} have no measured ratio.")
+    hit = [name for name in at if broken(ratios[name])]
+    elsewhere = [name for name in ratios if name not in at and broken(ratios[name])]
+    text = ", ".join(f"{name}: {ratios[name]:.3g}x" for name in ratios)
+    if not hit:
+        return Verdict(NO, f"{what} stays within {BREAKDOWN_FACTOR:g}x of the truth where the claim says it breaks "
+                           f"down ({text})", rule="breaks_down")
+    if len(hit) < len(at):
+        missing = [name for name in at if name not in hit]
+        return Verdict(PARTLY, f"{what} breaks down at {', '.join(hit)} but not at {', '.join(missing)} ({text})",
+                       rule="breaks_down")
+    if elsewhere:
+        return Verdict(PARTLY, f"{what} breaks down at {', '.join(at)}, but also at {', '.join(elsewhere)} "
+                               f"({text})", rule="breaks_down")
+    return Verdict(YES, rule="breaks_down")
+
+
 def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
     """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict."""
     from IPython.display import HTML
@@ -319,8 +356,8 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
     return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
 
 
-__all__ = ["CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
+__all__ = ["BREAKDOWN_FACTOR", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
            "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
            "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
-           "approximates", "box", "correlates", "differ", "exceeds", "long_tail", "ordered",
+           "approximates", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail", "ordered",
            "ratio_near", "separates", "summary", "weakly_correlated"]

@@ -123,3 +123,19 @@ def test_box_and_summary_carry_the_verdicts():
     text = claims.summary(rows, facts=["Accuracy 0.9."]).data
     assert "1 reproduced, 0 partly and 1 not" in text
     assert "**no: lorem ipsum sits below the clean reviews**" in text and "Accuracy 0.9." in text
+
+
+@pytest.mark.parametrize("near,mid,far,expected", [
+    (3.0, 1.1, 0.3, "yes"),                               # both ends outside the factor, middle inside
+    (1.9, 1.1, 0.3, "partly"),                            # near end just inside 2x
+    (2.1, 1.1, float("nan"), "yes"),                      # just outside, and an unusable estimate
+    (1.5, 2.5, 0.6, "no"),                                # both ends within 2x
+    (3.0, 2.5, 0.3, "partly"),                            # also broken in the middle
+    (-0.2, 0.9, 0.49, "yes"),                             # a negative estimate is broken
+])
+def test_breaks_down_on_both_sides_of_the_factor(near, mid, far, expected):
+    verdict = claims.breaks_down({"near": near, "middle": mid, "far": far}, at=["near", "far"])
+    assert verdict.status == expected and verdict.rule == "breaks_down"
+    assert claims.BREAKDOWN_FACTOR == 2.0
+    with pytest.raises(ValueError, match="no measured ratio"):
+        claims.breaks_down({"near": 1.0}, at=["far"])
