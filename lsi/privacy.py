@@ -200,5 +200,23 @@ def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, 
     return table
 
 
-__all__ = ["DEFAULT_ORDERS", "dp_lsi", "epsilon", "per_instance_epsilon", "per_instance_kl",
+__all__ = ["DEFAULT_ORDERS", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
            "train_dp"]
+
+
+def scaled_cost(seconds: float, *, n: int, n_scored: int, n_settings: int, n_seeds: int, n_params: int,
+                epochs: int, to: dict) -> dict:
+    """CPU time of :func:`dp_lsi` at another scale, from a measured run.
+
+    One step of one model costs ``~ n * K`` (the folded GEMMs), and there are
+    ``settings * seeds * (1 + n_scored)`` models times ``epochs`` steps; ``to``
+    overrides any of ``n, n_scored, n_settings, n_seeds, n_params, epochs``.
+    """
+    here = dict(n=n, n_scored=n_scored, n_settings=n_settings, n_seeds=n_seeds, n_params=n_params, epochs=epochs)
+    there = {**here, **to}
+
+    def work(s):
+        return s["n"] * s["n_params"] * s["n_settings"] * s["n_seeds"] * (1 + s["n_scored"]) * s["epochs"]
+
+    return {**there, "cpu_hours": seconds * work(there) / work(here) / 3600,
+            "models": there["n_settings"] * there["n_seeds"] * (1 + there["n_scored"])}

@@ -47,3 +47,12 @@ def test_laplace_pair_kl_is_the_converged_lsi_of_that_sample():
     assert pair["lsi"] == pytest.approx(float(reference["lsi"].iloc[0]), rel=1e-6)
     closed = est.gaussian_kl(pair["mean0"], 1 / pair["precision0"], pair["mean1"], 1 / pair["precision1"])
     assert closed == pytest.approx(pair["lsi"], rel=1e-6)
+
+
+def test_sweep_rows_and_log_ratio_variance():
+    table = est.sweep([1, 3], [0.5], [200], seeds=[0, 1])
+    assert len(table) == 2 * 2 * 2 and set(table["estimator"]) == {"kde", "knn"}
+    assert np.allclose(table["ratio"], table["estimate"] / 0.5)
+    # for a pure mean shift N(0,1) vs N(mu,1) the log ratio is linear in x: variance mu^2 = 2 KL
+    var = est.log_ratio_variance(np.zeros(1), np.ones(1), np.array([0.3]), np.ones(1), n=400_000)
+    assert var == pytest.approx(0.09, rel=0.01)

@@ -100,3 +100,10 @@ def test_dp_lsi_table_and_accounting():
     assert table.attrs["dp"]["epsilon"][(1.0, 8.1)] == pytest.approx(privacy.epsilon(8.1, 15, 1 / 30))
     # per-instance sensitivity never exceeds the clipping norm
     assert (table["sensitivity_rms"] <= 1 + 1e-9).all()
+
+
+def test_scaled_cost_is_linear_in_models_steps_and_size():
+    base = dict(n=100, n_scored=9, n_settings=2, n_seeds=1, n_params=50, epochs=10)
+    assert privacy.scaled_cost(36.0, **base, to={})["cpu_hours"] == pytest.approx(0.01)
+    out = privacy.scaled_cost(36.0, **base, to={"n": 200, "n_scored": 19, "n_seeds": 3})
+    assert out["cpu_hours"] == pytest.approx(0.01 * 2 * 2 * 3) and out["models"] == 2 * 3 * 20
