@@ -41,6 +41,9 @@ from lsi import curvature
 from lsi.kl import kl_diag
 from lsi.probes import LinearProbe
 
+UNPAIRED_OFFSET = 10_000
+"""Seed offset of the leave-one-out noise streams when ``dp_lsi(paired=False)``."""
+
 DEFAULT_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 """The RDP orders opacus's accountant uses by default."""
 
@@ -131,7 +134,7 @@ def per_instance_kl(sum_sq_sensitivity: np.ndarray, noise: float, clip: float) -
 
 def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, momentum: float = 0.9,
            weight_decay: float = 0.01, epochs: int = 700, init_seed: int = 0, delta: float | None = None,
-           max_models: int = 512) -> pd.DataFrame:
+           max_models: int = 512, paired: bool = True) -> pd.DataFrame:
     """LSI of the ``scored`` samples under DP-SGD for every (clip, noise, seed), with privacy accounting.
 
     Every setting trains its full-data model and the leave-one-out models of the
@@ -141,7 +144,8 @@ def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, 
     parameters. Columns: ``clip, noise, seed, index, label, lsi, kl_mean, kl_cov,
     eps_instance, kl_bound, clipped_share``; ``attrs["dp"]`` holds epsilon per
     setting (opacus RDP, sampling rate 1, ``epochs`` steps, ``delta`` default 1/n),
-    the number of models and the wall time.
+    the number of models and the wall time. ``paired=False`` gives the leave-one-out
+    models another noise stream (seed + :data:`UNPAIRED_OFFSET`), to show what the pairing removes.
     """
     started = time.perf_counter()
     X = torch.as_tensor(np.asarray(features), dtype=torch.float64)
@@ -163,9 +167,10 @@ def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, 
                 w[b, spec[3]] = 0
         clip = torch.tensor([s[0] for s in chunk], dtype=torch.float64)
         noise = torch.tensor([s[1] for s in chunk], dtype=torch.float64)
-        stream = torch.tensor([seeds.index(s[2]) for s in chunk])
+        stream = torch.tensor([seeds.index(s[2]) + (0 if paired or s[3] < 0 else len(seeds)) for s in chunk])
+        streams = seeds + [s + UNPAIRED_OFFSET for s in seeds]
         track = torch.tensor([s[3] < 0 for s in chunk])
-        theta, sums = train_dp(X, Y, theta0, w, clip, noise, stream, seeds, lr=lr, momentum=momentum,
+        theta, sums = train_dp(X, Y, theta0, w, clip, noise, stream, streams, lr=lr, momentum=momentum,
                                weight_decay=weight_decay, epochs=epochs, track=track)
         thetas.append(theta)
         for row, b in enumerate(torch.nonzero(track).flatten().tolist()):
@@ -200,7 +205,7 @@ def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, 
     return table
 
 
-__all__ = ["DEFAULT_ORDERS", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
+__all__ = ["DEFAULT_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
            "train_dp"]
 
 

@@ -107,3 +107,11 @@ def test_scaled_cost_is_linear_in_models_steps_and_size():
     assert privacy.scaled_cost(36.0, **base, to={})["cpu_hours"] == pytest.approx(0.01)
     out = privacy.scaled_cost(36.0, **base, to={"n": 200, "n_scored": 19, "n_seeds": 3})
     assert out["cpu_hours"] == pytest.approx(0.01 * 2 * 2 * 3) and out["models"] == 2 * 3 * 20
+
+
+def test_unpaired_noise_swamps_the_sample_effect():
+    X, Y, _ = _data(n=30)
+    kw = dict(clips=[1.0], noises=[8.1], seeds=[0], scored=[0, 4], epochs=15)
+    paired = privacy.dp_lsi(X.numpy(), Y.numpy(), **kw)
+    unpaired = privacy.dp_lsi(X.numpy(), Y.numpy(), paired=False, **kw)
+    assert (unpaired["lsi"].to_numpy() > 10 * paired["lsi"].to_numpy()).all()
