@@ -226,9 +226,15 @@ class PairLSI:
 
 def leave_one_pair_out(image_features, text_features, *, dim: int = 32, temperature: float = 0.5,
                        weight_decay: float = 0.01, seed: int = 0, pairs=None, tol: float = 1e-9,
-                       max_iter: int = 20, chunk: int = 16) -> PairLSI:
+                       max_iter: int = 20, chunk: int = 16, solver: str = "converged") -> PairLSI:
     """LSI of each pair (row k of both feature arrays): KL between the diagonal Laplace posteriors
-    of the heads trained with and without pair k (exact leave-one-pair-out, converged).
+    of the heads trained with and without pair k (exact leave-one-pair-out objective).
+
+    ``solver="converged"`` solves each leave-one-pair-out optimum to gradient norm
+    ``tol`` (:func:`solve_loo`); ``"newton-step"`` takes one step
+    ``delta = -H^+ grad L_{D\\k}(theta_D)`` with the full-data Hessian (the
+    screening tier: one gradient per pair, no Hessian-vector products), and
+    ``grad_norm`` reports the leave-one-out gradient left at ``theta_D + delta``.
 
     Columns: ``index, lsi, kl_mean, kl_cov, grad_norm, loss`` (loss: the pair's
     own InfoNCE term at the full-data optimum).
@@ -249,8 +255,15 @@ def leave_one_pair_out(image_features, text_features, *, dim: int = 32, temperat
         block = torch.as_tensor(pairs[s:s + chunk])
         keep = torch.ones(len(block), m, dtype=torch.float64)
         keep[torch.arange(len(block)), block] = 0
-        delta, norms = solve_loo(probe, theta_D, U, V, keep, solve, weight_decay=weight_decay, tol=tol,
-                                 max_iter=max_iter, chunk=chunk)
+        if solver == "converged":
+            delta, norms = solve_loo(probe, theta_D, U, V, keep, solve, weight_decay=weight_decay, tol=tol,
+                                     max_iter=max_iter, chunk=chunk)
+        elif solver == "newton-step":
+            delta = -solve(objective_grad(probe, theta_D.expand(len(block), -1), U, V, keep, weight_decay,
+                                          chunk=chunk))
+            norms = objective_grad(probe, theta_D + delta, U, V, keep, weight_decay, chunk=chunk).norm(dim=1)
+        else:
+            raise ValueError(f"solver={solver!r} is not valid; choose 'converged' or 'newton-step'.")
         theta = theta_D + delta
         P1 = Diag(torch.stack([ggn_diag(probe, t, U, V, k) for t, k in zip(theta, keep)]),
                   torch.full((len(block),), (m - 1) * weight_decay, dtype=torch.float64))
@@ -260,7 +273,7 @@ def leave_one_pair_out(image_features, text_features, *, dim: int = 32, temperat
                                   "kl_cov": cov.numpy(), "grad_norm": norms.numpy()}))
     table = pd.concat(rows, ignore_index=True)
     table["loss"] = pair_losses(probe, theta_D, U, V)[table["index"].to_numpy()]
-    meta = {"n_pairs": m, "n_params": probe.n_params, "dim": dim, "temperature": temperature,
+    meta = {"solver": solver, "n_pairs": m, "n_params": probe.n_params, "dim": dim, "temperature": temperature,
             "weight_decay": weight_decay, "full_grad_norm": full_norm,
             "max_loo_grad_norm": float(table["grad_norm"].max()),
             "fit_s": round(fitted - started, 2), "loo_s": round(time.perf_counter() - fitted, 2),

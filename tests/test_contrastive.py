@@ -101,3 +101,15 @@ def test_cost_estimate_is_cubic():
     est = con.cost_estimate(10.0, 100, 1000)
     assert est["cpu_hours"] == pytest.approx(10 * 1000 / 3600)
     assert est["similarity_matrix_gib"] == pytest.approx(8e6 / 2 ** 30)
+
+
+def test_newton_step_tier_approximates_the_converged_solve():
+    U, V = _pairs(m=60)
+    exact = con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=range(0, 60, 6))
+    step = con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=range(0, 60, 6), solver="newton-step")
+    rho = exact.table["lsi"].rank().corr(step.table["lsi"].rank())
+    assert rho > 0.8
+    ratio = step.table["lsi"] / exact.table["lsi"]
+    assert ratio.median() == pytest.approx(1, abs=0.15) and ratio.between(1 / 3, 3).all()
+    with pytest.raises(ValueError, match="solver"):
+        con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=[0], solver="gd")
