@@ -397,7 +397,7 @@ def cost_estimate(seconds: float, n_pairs: int, target_pairs: int) -> dict:
 
 
 __all__ = ["COCO_2017_TRAIN_CAPTIONS", "COCO_2017_TRAIN_IMAGES", "ContrastiveProbe", "PairLSI",
-           "Pairs", "coco_pairs", "cost_estimate", "fit", "ggn_diag", "ggn_diag_generic", "hessian", "leave_one_pair_out",
+           "Pairs", "caption_agreement", "coco_pairs", "cost_estimate", "fit", "ggn_diag", "ggn_diag_generic", "hessian", "leave_one_pair_out",
            "hvp", "objective", "objective_grad", "pair_losses", "shuffle_captions", "solve_loo"]
 
 
@@ -447,3 +447,23 @@ def coco_pairs(splits=("train", "val"), *, encoders=("clip_image", "clip_text"),
                   for _ in cs]
     return Pairs(np.concatenate(image_parts)[image_of_pair], np.concatenate(text_parts), image_of_pair,
                  image_ids, captions, categories, images, (image_name, text_name), note)
+
+
+def caption_agreement(text_features: np.ndarray, image_of_pair: np.ndarray) -> np.ndarray:
+    """Per pair: mean cosine similarity of its caption to the other captions of the same image.
+
+    A caption that says what the other annotators said describes a typical,
+    clearly visible subject; a low value marks a caption that disagrees with
+    them (an unusual focus, an ambiguous scene, or a mismatched caption).
+    """
+    T = np.asarray(text_features, float)
+    T = T / np.linalg.norm(T, axis=1, keepdims=True)
+    image_of_pair = np.asarray(image_of_pair)
+    out = np.full(len(T), np.nan)
+    for image in np.unique(image_of_pair):
+        rows = np.flatnonzero(image_of_pair == image)
+        if len(rows) < 2:
+            continue
+        S = T[rows] @ T[rows].T
+        out[rows] = (S.sum(1) - 1) / (len(rows) - 1)
+    return out

@@ -232,3 +232,30 @@ def claim_box(rows: list[Mapping[str, str]], *, title: str = "Paper's claim vs o
         f"<div class='admonition important'><p class='admonition-title'>{html.escape(title)}</p>"
         f"<table class='lsi-table'><thead><tr><th>paper</th><th>this run</th><th>reproduced?</th></tr>"
         f"</thead><tbody>{body}</tbody></table></div>")
+
+
+def caption_gallery(picks: pd.DataFrame, image: Callable[[Any], Any], text: Callable[[Any], str], *,
+                    score: str = "lsi", key: str = "index", size: int = 96, title: str = "") -> HTML:
+    """Image-caption pairs side by side: thumbnail, caption and ``score``, one row per pick.
+
+    ``picks`` has the ``key`` column (passed to ``image`` and ``text``), ``score``
+    and optionally ``end`` (lowest/highest) and ``note`` columns; ``image`` returns
+    a PIL image, ``text`` the caption.
+    """
+    import base64
+
+    rows = []
+    for _, pick in picks.iterrows():
+        picture = image(pick[key]).convert("RGB")
+        picture.thumbnail((size, size))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        data = base64.b64encode(buffer.getvalue()).decode()
+        extra = "".join(f"<td>{html.escape(str(pick[c]))}</td>" for c in ("end", "note") if c in picks)
+        rows.append(f"<tr>{extra}<td><img src='data:image/png;base64,{data}' alt='pair {pick[key]}'></td>"
+                    f"<td style='text-align:left'>{html.escape(str(text(pick[key])))}</td>"
+                    f"<td>{pick[score]:.3g}</td></tr>")
+    head = "".join(f"<th>{c}</th>" for c in ("end", "note") if c in picks)
+    caption = f"<p><strong>{html.escape(title)}</strong></p>" if title else ""
+    return HTML(f"{caption}<table class='lsi-caption-gallery'><thead><tr>{head}<th>image</th><th>caption</th>"
+                f"<th>{html.escape(score)}</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -113,3 +114,18 @@ def test_newton_step_tier_approximates_the_converged_solve():
     assert ratio.median() == pytest.approx(1, abs=0.15) and ratio.between(1 / 3, 3).all()
     with pytest.raises(ValueError, match="solver"):
         con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=[0], solver="gd")
+
+
+def test_caption_agreement_is_the_mean_cosine_to_the_other_captions():
+    T = np.array([[1.0, 0], [1, 0], [0, 1], [3, 4], [3, 4]])
+    got = con.caption_agreement(T, np.array([0, 0, 0, 1, 1]))
+    np.testing.assert_allclose(got, [0.5, 0.5, 0.0, 1.0, 1.0])
+
+
+def test_caption_gallery_shows_each_pick():
+    from PIL import Image
+
+    from lsi import plots
+    picks = pd.DataFrame({"index": [0, 1], "lsi": [0.1, 2.0], "end": ["lowest", "highest"]})
+    out = plots.caption_gallery(picks, lambda i: Image.new("RGB", (30, 20), "red"), lambda i: f"caption <{i}>")
+    assert out.data.count("<img") == 2 and "caption &lt;1&gt;" in out.data and "highest" in out.data
