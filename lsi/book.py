@@ -262,20 +262,30 @@ def build_site(chapters_dir: str | Path = PUBLISHED, out: str | Path = REPO / "_
         shutil.copyfile(chapters_dir / f"{name}.ipynb", stage / "book" / "chapters" / f"{name}.ipynb")
     toc = _restrict_toc(yaml.safe_load((REPO / "_toc.yml").read_text()), set(present))
     (stage / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
-    command = [str(Path(sys.executable).with_name("jb")), "build", str(stage),
-               "--path-output", str(work), "--builder", "html", "-W", "--keep-going"]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, **_OFFLINE_ENV})
-    log = result.stdout + result.stderr
-    (out / "build.log").write_text(log)
-    warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
-    if result.returncode != 0 or warnings:
-        shown = "\n".join(warnings[:20]) or log[-3000:]
-        raise RuntimeError(f"jb build failed (exit {result.returncode}); see {out / 'build.log'}:\n{shown}")
+    jb_build(stage, work, out / "build.log")
     if html.exists():
         shutil.rmtree(html)
     os.replace(work / "_build" / "html", html)
     return html
+
+
+def jb_build(source: str | Path, work: str | Path, log: str | Path) -> Path:
+    """``jb build source`` into ``work/_build/html`` with warnings as errors; return that folder.
+
+    The full output is written to ``log``; any ``WARNING`` or ``ERROR`` line,
+    or a non-zero exit, raises with the first lines of them.
+    """
+    command = [str(Path(sys.executable).with_name("jb")), "build", str(source),
+               "--path-output", str(work), "--builder", "html", "-W", "--keep-going"]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env={**os.environ, **_OFFLINE_ENV})
+    text = result.stdout + result.stderr
+    Path(log).write_text(text)
+    warnings = [line for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
+    if result.returncode != 0 or warnings:
+        shown = "\n".join(warnings[:20]) or text[-3000:]
+        raise RuntimeError(f"jb build failed (exit {result.returncode}); see {log}:\n{shown}")
+    return Path(work) / "_build" / "html"
 
 
 def _restrict_toc(toc: dict, present: set[str]) -> dict:
