@@ -255,8 +255,11 @@ def build_site(chapters_dir: str | Path = PUBLISHED, out: str | Path = REPO / "_
             shutil.rmtree(folder)
     shutil.copytree(REPO / "book", stage / "book",
                     ignore=shutil.ignore_patterns("chapters", "_build", ".*", "__pycache__"))
-    shutil.copyfile(REPO / "_config.yml", stage / "_config.yml")
     present = sorted(p.stem for p in chapters_dir.glob("*.ipynb") if not p.name.startswith("."))
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    substitutions = config.setdefault("parse", {}).setdefault("myst_substitutions", {})
+    substitutions.update(teaching_substitutions(chapters_dir))
+    (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     (stage / "book" / "chapters").mkdir(parents=True, exist_ok=True)
     for name in present:
         shutil.copyfile(chapters_dir / f"{name}.ipynb", stage / "book" / "chapters" / f"{name}.ipynb")
@@ -286,6 +289,60 @@ def jb_build(source: str | Path, work: str | Path, log: str | Path) -> Path:
         shown = "\n".join(warnings[:20]) or text[-3000:]
         raise RuntimeError(f"jb build failed (exit {result.returncode}); see {log}:\n{shown}")
     return Path(work) / "_build" / "html"
+
+
+def teaching_substitutions(chapters_dir: str | Path = PUBLISHED,
+                           chapters: dict[str, Chapter] | None = None) -> dict[str, str]:
+    """MyST substitutions for the teaching page, from the executed chapters in ``chapters_dir``.
+
+    - ``run_<chapter>``: e.g. "2 min 19 s at `book`", papermill's measured
+      duration of that executed notebook and its profile ("not run" without one);
+    - ``chapter_table``: a Markdown table of every chapter present, in the order
+      of ``profiles.yaml``: title (linked), its "Time to learn", its run time, its data.
+
+    ``build_site`` puts them in the staged ``_config.yml``, so the teaching page
+    states the times of the very run the site shows, and a new chapter appears
+    in its table without editing the page.
+    """
+    import nbformat
+
+    chapters = chapters or load_chapters()
+    values, rows = {}, []
+    for name, chapter in chapters.items():
+        notebook = Path(chapters_dir) / f"{name}.ipynb"
+        run = "not run"
+        if notebook.is_file():
+            meta = nbformat.read(str(notebook), as_version=4).metadata.get("papermill", {})
+            if meta.get("duration") is not None:
+                profile = (meta.get("parameters") or {}).get("profile", "?")
+                run = f"{_duration(float(meta['duration']))} at `{profile}`"
+            data = ", ".join(chapter.data) or "none to download"
+            rows.append(f"| [{chapter.title}](chapters/{name}) | {time_to_learn(chapter.notebook)} "
+                        f"| {run} | {data} |")
+        values[f"run_{name}"] = run
+    values["chapter_table"] = ("| chapter | time to learn | run time here | data mirrors |\n"
+                               "|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return values
+
+
+def time_to_learn(notebook: str | Path) -> str:
+    """The "Time to learn" a chapter states in its Prerequisites cell, or "not stated"."""
+    import re
+
+    import nbformat
+
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        found = re.search(r"\*\*Time to learn\*\*:?\s*([^\n]+?)\.?\s*$", cell.source, re.M)
+        if cell.cell_type == "markdown" and found:
+            return found.group(1).strip()
+    return "not stated"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min" if minutes >= 10 else f"{minutes} min {rest} s"
 
 
 def _restrict_toc(toc: dict, present: set[str]) -> dict:

@@ -121,10 +121,31 @@ def test_glossary_defines_the_terms_the_issue_asks_for():
     assert not missing, missing
 
 
-def test_teaching_page_lists_every_chapter_in_the_toc():
-    toc = yaml.safe_load((book.REPO / "_toc.yml").read_text())
-    chapters = [entry["file"].rsplit("/", 1)[-1] for part in toc["parts"]
-                for entry in part.get("chapters", []) if entry["file"].startswith("book/chapters/")]
+def test_teaching_page_tables_every_chapter_with_its_measured_run_time(tmp_path):
+    chapters = book.load_chapters()
     text = (book.REPO / "book" / "teaching.md").read_text()
-    missing = [name for name in chapters if f"chapters/{name}" not in text]
-    assert not missing, f"teaching.md does not link to {missing}"
+    assert "{{ chapter_table }}" in text
+    for name in ("lsi_from_scratch", "cifar10", "imdb", "sui"):  # the paths and goals name them
+        assert f"chapters/{name}" in text
+    published = book.teaching_substitutions(book.PUBLISHED, chapters)
+    for name in chapters:
+        executed = (book.PUBLISHED / f"{name}.ipynb").is_file()
+        assert (f"](chapters/{name})" in published["chapter_table"]) == executed, name
+        assert published[f"run_{name}"].endswith("at `book`") == executed, name
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"duration": 139.4, "parameters": {"profile": "ci"}}
+    nbformat.write(nb, str(tmp_path / "lsi_from_scratch.ipynb"))
+    values = book.teaching_substitutions(tmp_path, chapters)
+    assert values["run_lsi_from_scratch"] == "2 min 19 s at `ci`"
+    assert values["run_cifar10"] == "not run" and "chapters/cifar10" not in values["chapter_table"]
+    assert "| 30 minutes | 2 min 19 s at `ci` | none to download |" in values["chapter_table"]
+
+
+def test_time_to_learn_is_read_from_the_chapter(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## Prerequisites\n\n- **Time to learn**: 45 minutes.\n- x")]
+    nbformat.write(nb, str(tmp_path / "a.ipynb"))
+    assert book.time_to_learn(tmp_path / "a.ipynb") == "45 minutes"
+    nb.cells = [nbformat.v4.new_markdown_cell("no time")]
+    nbformat.write(nb, str(tmp_path / "b.ipynb"))
+    assert book.time_to_learn(tmp_path / "b.ipynb") == "not stated"

@@ -3,6 +3,7 @@
     lsi book list
     lsi book run cifar10 -p n_train=5000 --profile book
     lsi book build --profile ci --out _build/ci
+    lsi book pdf                      # _build/book.pdf from the published chapters
 """
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--no-run", action="store_true",
                        help="only build, from the chapters already executed")
     build.set_defaults(func=_build)
+
+    pdf = actions.add_parser("pdf", help="a printable PDF of the whole book (headless Chromium, offline)",
+                             description="Build the site from the chapters already executed at the "
+                                         "profile (nothing is executed), print every page in "
+                                         "table-of-contents order with headless Chromium and join "
+                                         "them into one PDF with bookmarks. Needs /usr/bin/chromium "
+                                         "(apt-get install -y chromium) or LSI_CHROMIUM.")
+    _profile_and_out(pdf, out_help="the PDF to write (default: _build/book.pdf for the book profile, "
+                                   "_build/<profile>/book.pdf otherwise)")
+    pdf.add_argument("--html", type=Path, default=None,
+                     help="print this already built site (a _build/html folder) instead of building one")
+    pdf.set_defaults(func=_pdf)
 
 
 def _profile_and_out(parser: argparse.ArgumentParser, out_help: str) -> None:
@@ -99,3 +112,19 @@ def _build(args: argparse.Namespace) -> int:
     html = book.build_site(chapters_dir, out)
     print(f"book built: {html / 'index.html'}")
     return 1 if failed else 0
+
+
+def _pdf(args: argparse.Namespace) -> int:
+    from lsi import pdf
+
+    build_out = _default_out(args.profile)
+    target = args.out or build_out / "book.pdf"
+    toc = None
+    if args.html is None:
+        html = book.build_site(_chapters_dir(args.profile, build_out), build_out)
+        toc = build_out / "source" / "_toc.yml"  # restricted to the chapters present
+    else:
+        html = args.html
+    report = pdf.build_pdf(html, target, toc=toc)
+    print(report)
+    return 0
