@@ -176,8 +176,9 @@ def test_worked_example_kl_matches_the_closed_form():
 
 
 @pytest.mark.slow
-def test_every_chapter_runs_at_ci_and_the_book_builds(tmp_path, chapters):
-    reports = book.run_book("ci", out=tmp_path / "chapters", chapters=chapters)
+def test_every_chapter_runs_at_ci_and_the_book_builds(ci_book):
+    """``ci_book`` (tests/conftest.py) runs every chapter at ``ci`` and builds the site, once."""
+    reports, chapters = ci_book.reports, ci_book.chapters
     failed = [str(r) for r in reports if r.status == "failed"]
     assert not failed, "\n".join(failed)
     for report in reports:
@@ -188,7 +189,7 @@ def test_every_chapter_runs_at_ci_and_the_book_builds(tmp_path, chapters):
     if os.environ.get("LSI_DATA"):
         assert all(r.status == "executed" for r in reports), [str(r) for r in reports]
     assert any(r.chapter == "lsi_from_scratch" and r.status == "executed" for r in reports)
-    html = book.build_site(tmp_path / "chapters", tmp_path / "site")
+    html = ci_book.html
     for report in reports:
         if report.output is not None:
             assert (html / "book" / "chapters" / f"{report.chapter}.html").is_file()

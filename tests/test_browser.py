@@ -1,7 +1,8 @@
 """Open every page of the built book in headless Chromium, served on localhost.
 
 Each page must load, request nothing outside localhost, show every chart and
-gallery image with a non-zero size, and show no error output. The book is
+gallery image with a non-zero size, and show no error output. Every chapter
+must have exercises whose solutions are folded and unfold on a click. The book is
 built from the published chapters (``book/chapters``) into a scratch folder,
 or taken from ``$LSI_BOOK_HTML`` (a built ``_build/html`` folder) if set.
 Without Debian's ``chromium`` (``apt-get install -y chromium``) the test skips.
@@ -57,17 +58,9 @@ def browser():
         chromium.close()
 
 
-def _pages(html: Path) -> list[str]:
-    return sorted(str(p.relative_to(html)) for p in html.rglob("*.html")
-                  if not p.relative_to(html).parts[0].startswith("_"))
-
-
-def test_every_page_loads_offline_with_visible_figures(site, browser):
-    html, base = site
-    pages = _pages(html)
-    assert "index.html" in pages and any(p.startswith("book/chapters/") for p in pages)
+def _offline_context(browser, outside: list[str]):
+    """A browser context whose requests outside localhost are recorded in ``outside`` and blocked."""
     context = browser.new_context()
-    outside: list[str] = []
 
     def guard(route):
         url = urlparse(route.request.url)
@@ -78,6 +71,20 @@ def test_every_page_loads_offline_with_visible_figures(site, browser):
             route.abort()
 
     context.route("**/*", guard)
+    return context
+
+
+def _pages(html: Path) -> list[str]:
+    return sorted(str(p.relative_to(html)) for p in html.rglob("*.html")
+                  if not p.relative_to(html).parts[0].startswith("_"))
+
+
+def test_every_page_loads_offline_with_visible_figures(site, browser):
+    html, base = site
+    pages = _pages(html)
+    assert "index.html" in pages and any(p.startswith("book/chapters/") for p in pages)
+    outside: list[str] = []
+    context = _offline_context(browser, outside)
     problems = []
     for name in pages:
         page = context.new_page()
@@ -104,6 +111,43 @@ def test_every_page_loads_offline_with_visible_figures(site, browser):
         if "Traceback (most recent call last)" in page.inner_text("body"):
             problems.append(f"{name}: a traceback is printed on the page")
         problems += [f"{name}: {e}" for e in errors]
+        page.close()
+    context.close()
+    assert not outside, f"requests left localhost: {sorted(set(outside))}"
+    assert not problems, "\n".join(problems)
+
+
+def test_every_chapter_has_folded_solutions_that_unfold_on_click(site, browser):
+    html, base = site
+    chapters = [p for p in _pages(html) if p.startswith("book/chapters/")]
+    assert chapters
+    outside: list[str] = []
+    context = _offline_context(browser, outside)
+    problems = []
+    for name in chapters:
+        page = context.new_page()
+        page.goto(f"{base}/{name}", wait_until="networkidle")
+        solutions = page.locator("main div.solution.dropdown")
+        if page.locator("main div.exercise").count() == 0 or solutions.count() == 0:
+            problems.append(f"{name}: no exercises with folded solutions")
+            page.close()
+            continue
+        for i in range(solutions.count()):
+            solution = solutions.nth(i)
+            content = solution.locator(":scope > .admonition-title ~ *").first
+            solution.scroll_into_view_if_needed()
+            if content.is_visible():
+                problems.append(f"{name}: solution {i + 1} is not folded when the page loads")
+                continue
+            page.emulate_media(media="print")  # paper cannot be clicked: printing unfolds it
+            if not content.is_visible():
+                problems.append(f"{name}: solution {i + 1} is not shown when the page is printed")
+            page.emulate_media(media="screen")
+            solution.locator("button.toggle-button").click()
+            try:
+                content.wait_for(state="visible", timeout=5000)
+            except Exception:  # playwright's TimeoutError
+                problems.append(f"{name}: solution {i + 1} does not unfold on a click")
         page.close()
     context.close()
     assert not outside, f"requests left localhost: {sorted(set(outside))}"

@@ -121,7 +121,11 @@ def _pdf(args: argparse.Namespace) -> int:
     target = args.out or build_out / "book.pdf"
     toc = None
     if args.html is None:
-        html = book.build_site(_chapters_dir(args.profile, build_out), build_out)
+        chapters_dir = _chapters_dir(args.profile, build_out)
+        if not any(chapters_dir.glob("*.ipynb")):
+            raise FileNotFoundError(f"No executed chapters in {chapters_dir}; run "
+                                    f"`lsi book build --profile {args.profile}` first.")
+        html = book.build_site(chapters_dir, build_out)
         toc = build_out / "source" / "_toc.yml"  # restricted to the chapters present
     else:
         html = args.html
