@@ -297,6 +297,8 @@ def teaching_substitutions(chapters_dir: str | Path = PUBLISHED,
 
     - ``run_<chapter>``: e.g. "2 min 19 s at `book`", papermill's measured
       duration of that executed notebook and its profile ("not run" without one);
+    - ``link_<chapter>``: a link to the chapter, or its title marked "not in this
+      build" when the build has no such chapter (so that links never dangle);
     - ``chapter_table``: a Markdown table of every chapter present, in the order
       of ``profiles.yaml``: title (linked), its "Time to learn", its run time, its data.
 
@@ -320,6 +322,8 @@ def teaching_substitutions(chapters_dir: str | Path = PUBLISHED,
             rows.append(f"| [{chapter.title}](chapters/{name}) | {time_to_learn(chapter.notebook)} "
                         f"| {run} | {data} |")
         values[f"run_{name}"] = run
+        values[f"link_{name}"] = (f"[{chapter.title}](chapters/{name})" if notebook.is_file()
+                                  else f"*{chapter.title}* (not in this build)")
     values["chapter_table"] = ("| chapter | time to learn | run time here | data mirrors |\n"
                                "|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return values

@@ -148,7 +148,7 @@ def build_pdf(html: str | Path, out: str | Path, toc: str | Path | dict | None =
             first = len(writer.pages)
             writer.append(PdfReader(printed), import_outline=False)
             title = page_title(page)
-            writer.add_outline_item(title, first)
+            writer.add_outline_item(title=title, page_number=first)
             pages.append((name, title, first))
         writer.add_metadata({"/Title": book_title(html / f"{docnames[0]}.html"), "/Creator": "lsi book pdf"})
         partial = out.with_name(f".{out.name}.partial")

@@ -126,7 +126,7 @@ def test_teaching_page_tables_every_chapter_with_its_measured_run_time(tmp_path)
     text = (book.REPO / "book" / "teaching.md").read_text()
     assert "{{ chapter_table }}" in text
     for name in ("lsi_from_scratch", "cifar10", "imdb", "sui"):  # the paths and goals name them
-        assert f"chapters/{name}" in text
+        assert "{{ link_%s }}" % name in text
     published = book.teaching_substitutions(book.PUBLISHED, chapters)
     for name in chapters:
         executed = (book.PUBLISHED / f"{name}.ipynb").is_file()
@@ -138,6 +138,8 @@ def test_teaching_page_tables_every_chapter_with_its_measured_run_time(tmp_path)
     values = book.teaching_substitutions(tmp_path, chapters)
     assert values["run_lsi_from_scratch"] == "2 min 19 s at `ci`"
     assert values["run_cifar10"] == "not run" and "chapters/cifar10" not in values["chapter_table"]
+    assert values["link_cifar10"] == "*CIFAR-10* (not in this build)"
+    assert values["link_lsi_from_scratch"] == "[LSI from scratch (digits)](chapters/lsi_from_scratch)"
     assert "| 30 minutes | 2 min 19 s at `ci` | none to download |" in values["chapter_table"]
 
 
