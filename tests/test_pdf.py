@@ -134,3 +134,11 @@ def test_pdf_of_the_ci_book_has_every_page_and_visible_figures(ci_book, tmp_path
                 problems.append(f"{name}: PDF page {number + 1} is blank")
     assert not problems, "\n".join(problems)
     assert report.megabytes > 0
+
+
+def test_cli_pdf_refuses_a_folder_that_is_not_a_built_book(tmp_path, capsys):
+    from lsi.cli import main
+
+    assert main(["book", "pdf", "--html", str(tmp_path), "--out", str(tmp_path / "b.pdf")]) == 2
+    assert "not a built book" in capsys.readouterr().err
+    assert not (tmp_path / "b.pdf").exists()
