@@ -4,9 +4,10 @@ Why Chromium rather than Jupyter Book's LaTeX builder: the HTML site is what
 the book is tested and read as (charts are SVG, galleries PNG, math MathJax,
 solutions folded); printing it reproduces exactly that, offline, with the
 Chromium that the browser test already needs (Debian's ``chromium``, about
-100 MB installed), where the LaTeX route needs a texlive of several hundred
-MB, converts every SVG chart through an extra tool and renders the
-notebooks' HTML tables and galleries differently from the site.
+360 MB installed). The LaTeX route needs Jupyter Book's recommended texlive
+packages (2.4 GB here, by ``apt-get install --assume-no``), an SVG converter
+for every chart, and renders the notebooks' HTML tables and galleries
+differently from the site.
 
 ``build_pdf(html, out)`` prints ``html/<page>.html`` for every page of
 ``_toc.yml`` that exists in the built site, in toc order, with
