@@ -35,9 +35,7 @@ class FlatProbe(torch.nn.Module):
     def __init__(self, kind: str, n_features: int, n_classes: int, hidden: int, seed: int):
         super().__init__()
         self.probe = make_probe(kind, n_features, n_classes, hidden)
-        with torch.random.fork_rng(devices=[]):
-            theta = self.probe.init(seed, dtype=torch.float64, device="cpu")
-        self.theta = torch.nn.Parameter(theta)
+        self.theta = torch.nn.Parameter(self.probe.init(seed, dtype=torch.float64, device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe.logits(self.theta[None], x)[0]
