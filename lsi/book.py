@@ -9,6 +9,8 @@ named *profile*:
 - ``book``: what the published book shows (``book/chapters/``);
 - ``paper``: the paper's full scale, meant for a GPU.
 
+The paper's hyperparameters come from :data:`lsi.defaults.PAPER` for every
+chapter that declares them, unless its ``defaults`` set other values.
 A run resolves ``defaults`` <- ``profiles[profile]`` <- command-line overrides,
 checks every name against the notebook's ``parameters`` cell (an unknown name
 is an error), executes the notebook with papermill and writes it atomically.
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lsi.defaults import PAPER
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES_FILE = REPO / "book" / "profiles.yaml"
@@ -101,6 +105,7 @@ def load_chapters(path: str | Path = PROFILES_FILE) -> dict[str, Chapter]:
             _check_names(values, defaults, f"{path}: chapter {name!r}, profile {profile!r}")
         declared = notebook_parameters(notebook)
         _check_names(defaults, declared, f"{path}: chapter {name!r} (defaults)")
+        defaults = {**{k: v for k, v in PAPER.items() if k in declared}, **defaults}
         chapters[name] = Chapter(name, entry.get("title", name), notebook,
                                  tuple(entry.get("data") or ()), defaults, profiles)
     if not chapters:

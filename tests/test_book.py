@@ -235,3 +235,14 @@ def test_a_chapter_that_modifies_tracked_files_fails(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "fake.ipynb").exists()
     monkeypatch.setattr(provenance, "modified_files", lambda path=None: [])
     assert book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out").status == "executed"
+
+
+def test_paper_hyperparameters_come_from_lsi_defaults(chapters):
+    from lsi.defaults import PAPER
+
+    digits = chapters["lsi_from_scratch"].parameters("book")
+    assert {k: digits[k] for k in ("lr", "momentum", "weight_decay", "epochs")} == \
+        {k: PAPER[k] for k in ("lr", "momentum", "weight_decay", "epochs")}
+    declared = book.notebook_parameters(chapters["cifar10"].notebook)
+    for name in set(PAPER) & set(declared):  # the notebooks' own placeholder values agree too
+        assert declared[name] == repr(PAPER[name]) or str(PAPER[name]) == str(declared[name]), name
