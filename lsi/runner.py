@@ -129,6 +129,9 @@ def check_same_run(tables: Iterable[pd.DataFrame], names: Iterable[str] | None =
     for name, other in zip(names[1:], identities[1:]):
         if other == first:
             continue
+        if first.get("measure") != other.get("measure"):
+            raise ValueError(f"{name} holds {other.get('measure')!r} scores and {names[0]} "
+                             f"{first.get('measure')!r} scores; merge only shards of one measure.")
         if first.get("data_sha256") != other.get("data_sha256"):
             raise ValueError(f"{name} was computed on different data than {names[0]} (the SHA-256 of "
                              f"features and labels differs); merge only shards of one data set.")
