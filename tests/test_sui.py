@@ -248,10 +248,13 @@ def test_float32_and_projection_paths_run_and_agree_roughly():
     options = dict(probe="mlp", hidden=6, l2=0.5, progress=False)
     exact = compute_sui(features, labels, **options)
     single = compute_sui(features, labels, dtype="float32", **options)
-    assert np.allclose(single["sui_weight"], exact["sui_weight"], rtol=1e-2)
+    for column in ("sui_weight", "sui_functional"):  # measured max relative error 7.5e-6, 1.1e-5
+        assert np.allclose(single[column], exact[column], rtol=1e-4, atol=0)
     projected = compute_sui(features, labels, projection_dim=4000, **options)
     assert projected.attrs["lsi"]["options"]["n_parameters"] == 4000
-    assert spearmanr(projected["sui_weight"], exact["sui_weight"]).statistic > 0.8
+    # a seeded random 4000-dim projection: measured Spearman 0.998, max relative error 9.2%
+    assert spearmanr(projected["sui_weight"], exact["sui_weight"]).statistic >= 0.99
+    assert np.allclose(projected["sui_weight"], exact["sui_weight"], rtol=0.2, atol=0)
 
 
 def test_removal_order_recomputes_on_what_is_left():
