@@ -74,6 +74,10 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     positions = check_indices(indices, len(X))
     ids = _check_ids(ids, len(X))
     device, torch_dtype = batching.resolve_device(device), batching.resolve_dtype(dtype)
+    if torch_dtype != torch.float64 and options["solver"] != "gd":
+        raise ValueError(f"solver={options['solver']!r} needs dtype='float64': it solves the full-data optimum "
+                         f"to gradient norm 1e-13 and each leave-one-out problem to tol={options['tol']:g}, "
+                         f"below float32 resolution. Use dtype='float64', or solver='gd' in float32.")
     budget = batching.parse_bytes(memory_budget)
 
     Xt = torch.as_tensor(X, dtype=torch_dtype, device=device)

@@ -66,22 +66,40 @@ def test_gd_tier_equals_brute_force(structure):
         assert value == pytest.approx(_brute_force_lsi(X, y, i, 150, structure), rel=1e-8)
 
 
-def test_tiers_rank_alike_on_digits():
+def _relative_differences(values, exact):
+    values, exact = np.asarray(values), np.asarray(exact)
+    return np.abs(values - exact) / exact
+
+
+def test_tiers_agree_on_digits():
+    """Measured on these 300 digits (pixels / 255, 10 classes): newton-step vs converged Spearman 0.99919,
+    relative difference max 0.526, median 0.191; gd (1000 epochs, 40 samples) Spearman 0.99981, max 0.0099,
+    median 0.0036. Bounds sit just outside."""
     X, y = digits_subset(300)
     converged = lsi.compute_lsi(X, y, solver="converged", progress=False)
     screening = lsi.compute_lsi(X, y, solver="newton-step", progress=False)
     gd = lsi.compute_lsi(X, y, solver="gd", epochs=1000, indices="0:40", progress=False)
     assert converged["grad_norm"].max() <= 1e-10
-    assert spearmanr(converged["lsi"], screening["lsi"]).statistic >= 0.95
-    assert spearmanr(converged["lsi"][:40], gd["lsi"]).statistic >= 0.9
     assert (converged["lsi"] > 0).all() and np.allclose(converged["lsi"], converged["kl_mean"] + converged["kl_cov"])
+    assert spearmanr(converged["lsi"], screening["lsi"]).statistic >= 0.999
+    rel = _relative_differences(screening["lsi"], converged["lsi"])
+    assert rel.max() <= 0.6 and np.median(rel) <= 0.21
+    assert spearmanr(converged["lsi"][:40], gd["lsi"]).statistic >= 0.9995
+    rel = _relative_differences(gd["lsi"], converged["lsi"][:40])
+    assert rel.max() <= 0.012 and np.median(rel) <= 0.0045
 
 
-def test_structures_agree_in_rank():
+def test_structures_agree_with_full():
+    """150 digits of 3 classes, measured: diag vs full Spearman 0.9958, ratio diag/full in [0.648, 1.113];
+    kfac vs full Spearman 0.898, ratio kfac/full in [0.618, 3.303]. Bounds sit just outside."""
     X, y = digits_subset(150, classes=3)
-    tables = {h: lsi.compute_lsi(X, y, hessian=h, progress=False)["lsi"] for h in ("diag", "kfac", "full")}
-    assert spearmanr(tables["full"], tables["kfac"]).statistic >= 0.8
-    assert spearmanr(tables["full"], tables["diag"]).statistic >= 0.8
+    tables = {h: lsi.compute_lsi(X, y, hessian=h, progress=False)["lsi"].to_numpy() for h in ("diag", "kfac", "full")}
+    assert spearmanr(tables["full"], tables["diag"]).statistic >= 0.995
+    ratio = tables["diag"] / tables["full"]
+    assert 0.64 <= ratio.min() and ratio.max() <= 1.12
+    assert spearmanr(tables["full"], tables["kfac"]).statistic >= 0.89
+    ratio = tables["kfac"] / tables["full"]
+    assert 0.6 <= ratio.min() and ratio.max() <= 3.4
 
 
 def test_same_seed_same_table():
@@ -135,11 +153,21 @@ def test_metadata_is_attached_and_saved(tmp_path):
     assert back.attrs["lsi"]["options"] == meta["options"]
 
 
-def test_float32_runs_and_is_close_to_float64():
-    X, y = blobs(40, 4, 3)
-    f64 = lsi.compute_lsi(X, y, solver="gd", epochs=100, progress=False)
-    f32 = lsi.compute_lsi(X, y, solver="gd", epochs=100, dtype="float32", progress=False)
-    assert spearmanr(f64["lsi"], f32["lsi"]).statistic >= 0.9
+def test_float32_gd_is_close_to_float64():
+    """gd tier on 40 of 300 digits, 1000 epochs; measured Spearman 1.0, relative difference max 0.0095, median 0.0017."""
+    X, y = digits_subset(300)
+    f64 = lsi.compute_lsi(X, y, solver="gd", epochs=1000, indices="0:40", progress=False)
+    f32 = lsi.compute_lsi(X, y, solver="gd", epochs=1000, indices="0:40", dtype="float32", progress=False)
+    assert spearmanr(f64["lsi"], f32["lsi"]).statistic >= 0.999
+    rel = _relative_differences(f32["lsi"], f64["lsi"])
+    assert rel.max() <= 0.015 and np.median(rel) <= 0.003
+
+
+@pytest.mark.parametrize("solver", ["converged", "newton-step"])
+def test_float32_second_order_tiers_are_refused_clearly(solver):
+    X, y = blobs(20, 3, 3)
+    with pytest.raises(ValueError, match="float64"):
+        lsi.compute_lsi(X, y, solver=solver, dtype="float32", progress=False)
 
 
 # --- brute force for every tier and probe -------------------------------------------------------------------
