@@ -323,3 +323,11 @@ def test_cifar10_mirror_pixels():
     df = compute_sui(pixels, labels, probe="linear", l2=1.0, ids=ds.ids[rows], progress=False)
     assert np.isfinite(df["sui_weight"]).all() and (df["sui_weight"] > 0).all()
     assert list(df["id"]) == list(ds.ids[rows])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_projection_is_the_same_on_cuda_and_cpu(problem):
+    model, x = problem["model"], problem["x"]
+    cpu = linearize(model, x, projection_dim=50, seed=5)
+    cuda = linearize(model, x, projection_dim=50, seed=5, device="cuda")
+    torch.testing.assert_close(cuda.jac.cpu(), cpu.jac)
