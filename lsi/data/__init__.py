@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import coco, images, texts
-from .base import Dataset, apply_limit, stratified_positions, stratified_split, to_pil
+from .base import Dataset, apply_limit, select_classes, stratified_positions, stratified_split, to_pil
 from .sources import SourceUnavailableError, data_root
 
 
@@ -121,4 +121,4 @@ def digits_pixels(limit: int | None = None, seed: int = 0):
 
 
 __all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "digits_pixels",
-           "get_spec", "load_dataset", "stratified_positions", "stratified_split", "to_pil"]
+           "get_spec", "load_dataset", "select_classes", "stratified_positions", "stratified_split", "to_pil"]
