@@ -9,6 +9,8 @@ named *profile*:
 - ``book``: what the published book shows (``book/chapters/``);
 - ``paper``: the paper's full scale, meant for a GPU.
 
+The paper's hyperparameters come from :data:`lsi.defaults.PAPER` for every
+chapter that declares them, unless its ``defaults`` set other values.
 A run resolves ``defaults`` <- ``profiles[profile]`` <- command-line overrides,
 checks every name against the notebook's ``parameters`` cell (an unknown name
 is an error), executes the notebook with papermill and writes it atomically.
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lsi.defaults import PAPER
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES_FILE = REPO / "book" / "profiles.yaml"
@@ -101,6 +105,7 @@ def load_chapters(path: str | Path = PROFILES_FILE) -> dict[str, Chapter]:
             _check_names(values, defaults, f"{path}: chapter {name!r}, profile {profile!r}")
         declared = notebook_parameters(notebook)
         _check_names(defaults, declared, f"{path}: chapter {name!r} (defaults)")
+        defaults = {**{k: v for k, v in PAPER.items() if k in declared}, **defaults}
         chapters[name] = Chapter(name, entry.get("title", name), notebook,
                                  tuple(entry.get("data") or ()), defaults, profiles)
     if not chapters:
@@ -175,12 +180,40 @@ def missing_data(chapter: Chapter) -> str | None:
     return None
 
 
+class DirtyTreeError(RuntimeError):
+    """The repository has uncommitted changes, so a published chapter would record a commit it did not run."""
+
+
+def check_clean_tree(out: str | Path, *, allow_dirty: bool = False) -> list[str]:
+    """Refuse to publish into :data:`PUBLISHED` from a tree with modified tracked files.
+
+    A chapter records ``git describe``-style provenance; executed from a
+    modified tree it would say ``+dirty`` and point at no commit that
+    reproduces it. Other output folders (the ``ci`` runs, scratch builds) are
+    always allowed. Returns the modified files (empty when clean).
+    """
+    from lsi.provenance import modified_files
+
+    modified = modified_files(REPO) or []
+    publishing = Path(out).resolve() == PUBLISHED.resolve()
+    if modified and publishing and not allow_dirty:
+        shown = ", ".join(modified[:8]) + (" ..." if len(modified) > 8 else "")
+        raise DirtyTreeError(
+            f"The working tree has uncommitted changes ({shown}); a published chapter records the commit it "
+            f"ran on. Commit (or stash) them first, or pass allow_dirty=True (--allow-dirty) to publish a "
+            f"chapter whose provenance says +dirty.")
+    return modified
+
+
 def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None = None,
-                out: str | Path = PUBLISHED) -> RunReport:
+                out: str | Path = PUBLISHED, *, allow_dirty: bool = False) -> RunReport:
     """Execute one chapter into ``out/<name>.ipynb``; skip it if its data is unreachable.
 
     A skipped chapter keeps the published output: it is copied into ``out``
-    when ``out`` is not the published folder itself.
+    when ``out`` is not the published folder itself. Publishing into
+    :data:`PUBLISHED` needs a clean tree (:func:`check_clean_tree`), and a
+    chapter whose execution modifies tracked files (other than executed
+    chapters) fails: its recorded provenance would not match its commit.
     """
     import papermill
 
@@ -190,6 +223,7 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     reason = missing_data(chapter)
     if reason:
         return _skip(chapter, target, reason)
+    modified_before = check_clean_tree(out, allow_dirty=allow_dirty)
     out.mkdir(parents=True, exist_ok=True)
     fd, scratch = tempfile.mkstemp(dir=out, prefix=f".{chapter.name}.", suffix=".ipynb")
     os.close(fd)
@@ -211,6 +245,16 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    from lsi.provenance import modified_files
+
+    dirtied = sorted(set(modified_files(REPO) or []) - set(modified_before))
+    if dirtied:
+        failed = Path(tempfile.gettempdir()) / f"lsi-book-failed-{chapter.name}.ipynb"
+        shutil.move(scratch, failed)
+        return RunReport(chapter.name, "failed", failed, time.perf_counter() - start,
+                         f"executing the chapter modified tracked files ({', '.join(dirtied)}), so the "
+                         f"provenance it recorded does not match its commit; a chapter must write only "
+                         f"outside the repository's tracked files (executed notebook kept at {failed})")
     os.chmod(scratch, 0o644)  # mkstemp creates files readable by the owner only
     os.replace(scratch, target)
     return RunReport(chapter.name, "executed", target, time.perf_counter() - start)
@@ -229,12 +273,13 @@ def _skip(chapter: Chapter, target: Path, reason: str) -> RunReport:
 
 
 def run_book(profile: str = "book", out: str | Path = PUBLISHED,
-             chapters: dict[str, Chapter] | None = None) -> list[RunReport]:
-    """Run every chapter at ``profile``, one after the other."""
+             chapters: dict[str, Chapter] | None = None, *, allow_dirty: bool = False) -> list[RunReport]:
+    """Run every chapter at ``profile``, one after the other (refusing a dirty tree up front)."""
     chapters = chapters or load_chapters()
+    check_clean_tree(out, allow_dirty=allow_dirty)
     reports = []
     for chapter in chapters.values():
-        report = run_chapter(chapter, profile, out=out)
+        report = run_chapter(chapter, profile, out=out, allow_dirty=allow_dirty)
         print(report, flush=True)
         reports.append(report)
     return reports
