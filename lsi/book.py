@@ -500,7 +500,11 @@ def add_take_it_away(notebook: Path, chapter: Chapter | None, tables: list, data
     lines.append(" \\\n    ".join(lsi_cmd))
     lines += ["```", "", "which runs papermill underneath (the runner also sets `LSI_BOOK_DATA` so that the "
               "scores land beside the notebook):", "", "```bash"]
-    source = chapter.notebook.relative_to(REPO) if chapter else Path("notebooks") / f"{name}.ipynb"
+    source = Path("notebooks") / f"{name}.ipynb"
+    if chapter and chapter.notebook.is_relative_to(REPO):
+        source = chapter.notebook.relative_to(REPO)
+    elif chapter:
+        source = chapter.notebook
     pm_cmd = [f"papermill {source} book/chapters/{name}.ipynb --cwd . -p profile {profile}"] + [
         (f"-y {shlex.quote(f'{k}: {_yaml_value(v)}')}" if isinstance(v, (list, dict))
          else f"-p {k} {shlex.quote(_yaml_value(v))}") for k, v in parameters.items()]

@@ -39,9 +39,11 @@ class Figure:
         self.chart = chart
 
     def svg(self) -> str:
+        """The static SVG. Links (``href``) are left out: the renderer would resolve them
+        against a web address, and the static copy is for print and no-JS readers."""
         import vl_convert
 
-        return vl_convert.vegalite_to_svg(self.chart.to_dict())
+        return vl_convert.vegalite_to_svg(_without_links(self.chart.to_dict()))
 
     def html(self, svg: str | None = None) -> str:
         """The book's chart block: the static SVG, a slot for the live chart and the spec as JSON.
@@ -63,6 +65,15 @@ class Figure:
         """Write the figure as SVG."""
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(self.svg())
+
+
+def _without_links(spec: Any) -> Any:
+    if isinstance(spec, dict):
+        return {k: _without_links(v) for k, v in spec.items()
+                if not (k == "href" and isinstance(v, dict) and "field" in v)}
+    if isinstance(spec, list):
+        return [_without_links(v) for v in spec]
+    return spec
 
 
 def figure(chart: alt.TopLevelMixin) -> Figure:

@@ -27,7 +27,7 @@ def _is_thebe(script) -> bool:
 
 def _page_context(app, pagename, templatename, context, doctree) -> None:
     if "script_files" in context:
-        context["script_files"] = [s for s in context["script_files"] if not _is_thebe(s)]
+        context["script_files"][:] = [s for s in context["script_files"] if not _is_thebe(s)]
     if not context.get("default_mode"):
         context["default_mode"] = "light"
     body = context.get("body") or ""

@@ -155,7 +155,7 @@
       var first = el("td", {"class": this.texts ? "lsi-x-text" : "lsi-x-thumb"});
       if (this.thumb[i]) {
         first.appendChild(el("img", {src: root + "thumbs/" + data.dataset + "/" + safeId(this.ids[i]) + ".jpg",
-                                     alt: "sample " + this.ids[i], loading: "lazy"}));
+                                     alt: "sample " + this.ids[i]}));
       } else if (this.texts) first.textContent = this.texts[i];
       tr.appendChild(first);
       tr.appendChild(el("td", {}, String(this.ids[i])));
