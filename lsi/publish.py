@@ -180,7 +180,11 @@ def explorer_payload(tables: list[tuple[dict, pd.DataFrame, Path]], dataset: str
     for info, frame, _ in tables:
         if info.get("dataset") == dataset:
             groups.setdefault((info["chapter"], info.get("corruption", "none")), []).append((info, frame))
-    tiers = sorted({_tier_name(info) for group in groups.values() for info, _ in group})
+    counts: dict[str, int] = {}
+    for group in groups.values():
+        for info, frame in group:
+            counts[_tier_name(info)] = counts.get(_tier_name(info), 0) + len(frame)
+    tiers = sorted(counts, key=lambda t: (-counts[t], t))  # the tier with the most samples first
     classes: list[str] = []
     columns: dict[str, list] = {k: [] for k in ("id", "cls", "orig", "corr", "group", "rank", "thumb", "text")}
     scores: dict[str, list] = {tier: [] for tier in tiers}

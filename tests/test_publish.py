@@ -85,7 +85,7 @@ def test_explorer_payload_joins_tiers_and_ranks_within_class(data):
     tables = publish.published_tables(data)
     payload = publish.explorer_payload(tables, "d")
     assert payload["rows"] == 30 and payload["classes"] == list("abc")
-    assert payload["tiers"] == ["LSI (converged)", "LSI (newton-step)"]
+    assert payload["tiers"] == ["LSI (converged)", "LSI (newton-step)"]  # same counts: by name
     by_id = dict(zip(payload["columns"]["id"], range(30)))
     for sample, score in zip(fast["id"], fast["lsi"]):  # joined on the id, not on the position
         assert payload["scores"]["LSI (newton-step)"][by_id[str(sample)]] == pytest.approx(score, rel=1e-3)

@@ -50,7 +50,10 @@ def _write_static(app, exception) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for source in STATIC.iterdir():
         shutil.copyfile(source, target / source.name)
-    (target / "vega.js").write_text(vl_convert.javascript_bundle(), encoding="utf-8")
+    # The bundle declares top-level names (``_``, ``n``, ...): a function scope keeps them off the
+    # page's globals (Sphinx's own scripts use ``_``); it sets window.vegaEmbed, vega and vegaLite.
+    bundle = vl_convert.javascript_bundle()
+    (target / "vega.js").write_text(f"(function () {{\n{bundle}\n}})();\n", encoding="utf-8")
 
 
 def setup(app):

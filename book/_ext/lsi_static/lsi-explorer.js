@@ -65,12 +65,9 @@
     pager.appendChild(this.prev); pager.appendChild(this.pageLabel); pager.appendChild(this.next);
     box.appendChild(pager);
 
-    var h = hashParams();
-    if (h.lo) this.lo.value = h.lo;
-    if (h.hi) this.hi.value = h.hi;
-    if (h.q) this.search.value = h.q;
-    if (h["class"]) { var ci = data.classes.indexOf(h["class"]); if (ci >= 0) this.classSel.value = String(ci); }
     var refilter = function () { self.page = 0; self.filter(); };
+    this.applyHash();
+    window.addEventListener("hashchange", function () { self.applyHash(); refilter(); });
     [this.search, this.lo, this.hi].forEach(function (i) { i.addEventListener("input", refilter); });
     [this.classSel, this.groupSel, this.corrSel, this.tierSel].forEach(function (s) { s.addEventListener("change", refilter); });
     this.prev.addEventListener("click", function () { if (self.page > 0) { self.page--; self.render(); } });
@@ -79,6 +76,15 @@
     });
     this.filter();
   }
+
+  /* #lo=..&hi=..&class=..&q=.. (a histogram bin links here with its range) */
+  Explorer.prototype.applyHash = function () {
+    var h = hashParams();
+    if (h.lo !== undefined) this.lo.value = h.lo;
+    if (h.hi !== undefined) this.hi.value = h.hi;
+    if (h.q !== undefined) this.search.value = h.q;
+    if (h["class"]) { var ci = this.data.classes.indexOf(h["class"]); if (ci >= 0) this.classSel.value = String(ci); }
+  };
 
   Explorer.prototype.filter = function () {
     var t0 = performance.now();
@@ -182,6 +188,7 @@
       var data = (window.LSI_EXPLORER || {})[box.getAttribute("data-dataset")];
       if (!data) { console.error("lsi explorer: no data for " + box.getAttribute("data-dataset")); return; }
       box.lsiExplorer = new Explorer(box, data);
+      box.setAttribute("data-ready-ms", String(performance.now()));  // since navigation start
     });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
