@@ -203,7 +203,7 @@ def strip(frame: pd.DataFrame, score: str = "lsi", group: str = "label", *, log:
     extra = []
     if rank_by:
         data["rank"] = frame.groupby(rank_by)[score].rank(ascending=False, method="first").astype(int).to_numpy()
-        extra = [alt.Tooltip("rank:Q", title=f"rank in its {rank_by}")]
+        extra = [alt.Tooltip("rank:Q", title=f"rank in its {'class' if rank_by == 'label' else rank_by}")]
     data, items = _hover(data, frame, tooltip, thumbnails=thumbnails, texts=texts, dataset=dataset, key=key)
     chart = alt.Chart(data, title=title).mark_circle(size=14, opacity=0.55).encode(
         x=alt.X(f"{score}:Q", scale=alt.Scale(type="log") if log else alt.Scale(zero=False)),

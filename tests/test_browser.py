@@ -179,7 +179,7 @@ def test_chart_hover_shows_the_sample_offline(fixture_site, offline_page):
     page.wait_for_function("() => { const i = document.querySelector('#vg-tooltip-element img');"
                            " return i && i.complete && i.naturalWidth > 0; }", timeout=5000)
     text = tooltip.inner_text()
-    assert "rank in its label" in text and "lsi" in text and "digit" in text
+    assert "rank in its class" in text and "lsi" in text and "digit" in text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chart-tooltip.png"))
     print(f"screenshot: {ARTIFACTS / 'chart-tooltip.png'}")

@@ -172,12 +172,16 @@ def test_take_it_away_commands_reproduce_the_parameters(tmp_path):
     assert "CIFAR-10 (Krizhevsky 2009)" in text and "no estimate stated" in text
 
 
-def test_runner_publishes_only_on_success_and_keeps_noise_off_the_page(tmp_path):
+def test_runner_shows_progress_publishes_and_keeps_noise_off_the_page(tmp_path, capsys):
     import book_fixture
 
     chapter = book_fixture.fixture_chapter(tmp_path)
-    report = book.run_chapter(chapter, "ci", out=tmp_path / "chapters")
+    [report] = book.run_book("ci", out=tmp_path / "chapters", chapters={"cifar10": chapter}, progress=True)
     assert report.status == "executed"
+    shown = capsys.readouterr()
+    assert "[1/1] cifar10 at ci" in shown.out and "after it: nothing" in shown.out
+    assert f"{len(nbformat.read(str(chapter.notebook), as_version=4).cells)}/" in shown.err  # cells done/total
+    assert "cell/s" in shown.err or "s/cell" in shown.err
     nb = nbformat.read(str(report.output), as_version=4)
     streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o["output_type"] == "stream"]
     assert [o["name"] for o in streams] == ["stdout"] and streams[0]["text"].startswith("1 scores.parquet")
