@@ -57,13 +57,18 @@ def publish_scores(table: pd.DataFrame, *, chapter: str, name: str, dataset: str
                    classes: Sequence[str] | None = None, tier: str | None = None,
                    corruption: str = "none", score: str = "lsi",
                    original_label: str | Sequence[int] | np.ndarray | None = None,
+                   corrupted: str | Sequence[bool] | np.ndarray | None = None,
                    thumbnails: Callable[[int], Any] | None = None,
                    texts: Callable[[int], str] | None = None, key: str = "index") -> Path:
     """Write ``table`` as a downloadable Parquet file with provenance, for the book's explorer.
 
     ``original_label`` is the clean label of every sample: a column of
     ``table`` or an array indexed by the ``key`` column (the sample's position
-    in its data set). ``thumbnails`` (position -> PIL image) or ``texts``
+    in its data set); rows whose label differs are marked corrupted.
+    ``corrupted`` marks them directly instead (a boolean column name or an
+    array aligned with the table's rows), for corruptions that change the
+    data rather than the label (lorem ipsum, feature noise).
+    ``thumbnails`` (position -> PIL image) or ``texts``
     (position -> str) are called once per new sample id. Returns the path of
     the Parquet file.
     """
@@ -86,6 +91,9 @@ def publish_scores(table: pd.DataFrame, *, chapter: str, name: str, dataset: str
         else:
             frame["original_label"] = np.asarray(original_label)[frame[key].to_numpy()]
         frame["corrupted"] = frame["original_label"].to_numpy() != frame["label"].to_numpy()
+    if corrupted is not None:
+        flags = frame[corrupted] if isinstance(corrupted, str) else corrupted
+        frame["corrupted"] = np.asarray(flags, dtype=bool)
     from .provenance import run_record
 
     record = run_record("cpu")
@@ -193,7 +201,7 @@ def explorer_payload(tables: list[tuple[dict, pd.DataFrame, Path]], dataset: str
         group_names.append(f"{chapter}: {corruption}")
         info0, base = members[0]
         names = info0.get("classes") or []
-        merged = base[["id", "label"] + [c for c in ("original_label",) if c in base]].copy()
+        merged = base[["id", "label"] + [c for c in ("original_label", "corrupted") if c in base]].copy()
         merged["id"] = merged["id"].astype(str)
         merged = merged.drop_duplicates("id")
         for info, frame in members:
@@ -213,13 +221,12 @@ def explorer_payload(tables: list[tuple[dict, pd.DataFrame, Path]], dataset: str
 
         columns["id"] += merged["id"].tolist()
         columns["cls"] += [class_code(int(v)) for v in merged["label"]]
-        if "original_label" in merged:
-            orig = merged["original_label"].fillna(-1).astype(int)
-            columns["orig"] += [class_code(int(v)) for v in orig]
-            columns["corr"] += (orig.to_numpy() != merged["label"].to_numpy()).astype(int).tolist()
-        else:
-            columns["orig"] += [class_code(int(v)) for v in merged["label"]]
-            columns["corr"] += [0] * len(merged)
+        orig = (merged["original_label"].fillna(-1).astype(int) if "original_label" in merged
+                else merged["label"])
+        columns["orig"] += [class_code(int(v)) for v in orig]
+        flags = (merged["corrupted"].fillna(False).astype(bool).to_numpy() if "corrupted" in merged
+                 else np.zeros(len(merged), bool))
+        columns["corr"] += flags.astype(int).tolist()
         columns["group"] += [len(group_names) - 1] * len(merged)
         columns["rank"] += [int(r) if r == r else None for r in merged["rank"]]
         columns["thumb"] += [1 if has_thumbs and i in has_thumbs else 0 for i in merged["id"]]

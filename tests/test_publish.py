@@ -69,6 +69,15 @@ def test_publish_scores_rejects_bad_input(data):
         publish.publish_scores(_table(), chapter="c", name="s", dataset="x", thumbnails=str, texts=str)
 
 
+def test_corrupted_data_is_marked_without_an_original_label(data):
+    table = _table(6)
+    publish.publish_scores(table, chapter="c", name="lorem", dataset="imdb", corruption="lorem:2",
+                           corrupted=table["index"] >= 4)
+    payload = publish.explorer_payload(publish.published_tables(data), "imdb")
+    assert payload["columns"]["corr"] == [0, 0, 0, 0, 1, 1]
+    assert payload["columns"]["orig"] == payload["columns"]["cls"]
+
+
 def test_texts_are_cut_at_a_word(data):
     publish.publish_scores(_table(3), chapter="c", name="s", dataset="imdb", texts=lambda i: "word<br />" * 200)
     thumbs = publish.read_thumbnails(data / "c" / "imdb.thumbs.parquet")

@@ -166,7 +166,8 @@
       tr.appendChild(first);
       tr.appendChild(el("td", {}, String(this.ids[i])));
       tr.appendChild(el("td", {}, data.classes[this.cls[i]]));
-      tr.appendChild(el("td", {}, this.corr[i] ? data.classes[this.orig[i]] : ""));
+      tr.appendChild(el("td", {}, this.corr[i] && this.orig[i] !== this.cls[i] ? data.classes[this.orig[i]]
+                                  : this.corr[i] ? "(corrupted data)" : ""));
       tr.appendChild(el("td", {}, data.groups[this.group[i]]));
       this.scores.forEach(function (s) { tr.appendChild(el("td", {}, fmt(s[i]))); });
       tr.appendChild(el("td", {}, this.rank[i] === this.rank[i] ? String(this.rank[i]) : ""));
