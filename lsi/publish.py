@@ -199,16 +199,18 @@ def explorer_payload(tables: list[tuple[dict, pd.DataFrame, Path]], dataset: str
     group_names = []
     for (chapter, corruption), members in groups.items():
         group_names.append(f"{chapter}: {corruption}")
-        info0, base = members[0]
-        names = info0.get("classes") or []
-        merged = base[["id", "label"] + [c for c in ("original_label", "corrupted") if c in base]].copy()
+        members = sorted(members, key=lambda m: -len(m[1]))  # the largest table ranks the samples
+        info0 = members[0][0]
+        names = next((info.get("classes") for info, _ in members if info.get("classes")), None) or []
+        keep = ["id", "label", "original_label", "corrupted"]
+        merged = pd.concat([frame[[c for c in keep if c in frame]] for _, frame in members], ignore_index=True)
         merged["id"] = merged["id"].astype(str)
         merged = merged.drop_duplicates("id")
         for info, frame in members:
             part = frame[["id", info.get("score", "lsi")]].copy()
             part["id"] = part["id"].astype(str)
             part = part.drop_duplicates("id").rename(columns={info.get("score", "lsi"): _tier_name(info)})
-            merged = merged.merge(part, on="id", how="outer")
+            merged = merged.merge(part, on="id", how="left")
         merged["label"] = merged["label"].fillna(-1).astype(int)
         first = _tier_name(info0)
         merged["rank"] = merged.groupby("label")[first].rank(ascending=False, method="first")

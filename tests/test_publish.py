@@ -69,6 +69,20 @@ def test_publish_scores_rejects_bad_input(data):
         publish.publish_scores(_table(), chapter="c", name="s", dataset="x", thumbnails=str, texts=str)
 
 
+def test_a_small_exact_audit_joins_the_full_table_of_its_group(data):
+    full = _table(30)
+    original = full["label"].to_numpy().copy()
+    full.loc[[2, 7, 11], "label"] = (full.loc[[2, 7, 11], "label"] + 1) % 3
+    common = dict(chapter="c", dataset="d", classes=list("abc"), corruption="flip:0.1", original_label=original)
+    publish.publish_scores(full.iloc[:5], name="a-audit", tier="converged", **common)  # read first (by name)
+    publish.publish_scores(full, name="b-all", tier="newton-step", **common)
+    payload = publish.explorer_payload(publish.published_tables(data), "d")
+    assert payload["rows"] == 30 and payload["classes"] == list("abc")  # no unknown class for the other 25
+    assert sum(payload["columns"]["corr"]) == 3
+    assert sum(v is not None for v in payload["scores"]["LSI (converged)"]) == 5
+    assert None not in payload["columns"]["rank"]  # ranked by the full table's tier
+
+
 def test_corrupted_data_is_marked_without_an_original_label(data):
     table = _table(6)
     publish.publish_scores(table, chapter="c", name="lorem", dataset="imdb", corruption="lorem:2",
