@@ -9,6 +9,8 @@ named *profile*:
 - ``book``: what the published book shows (``book/chapters/``);
 - ``paper``: the paper's full scale, meant for a GPU.
 
+The paper's hyperparameters come from :data:`lsi.defaults.PAPER` for every
+chapter that declares them, unless its ``defaults`` set other values.
 A run resolves ``defaults`` <- ``profiles[profile]`` <- command-line overrides,
 checks every name against the notebook's ``parameters`` cell (an unknown name
 is an error), executes the notebook with papermill and writes it atomically.
@@ -40,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lsi.defaults import PAPER
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES_FILE = REPO / "book" / "profiles.yaml"
@@ -133,6 +137,7 @@ def load_chapters(path: str | Path = PROFILES_FILE) -> dict[str, Chapter]:
             _check_names(values, defaults, f"{path}: chapter {name!r}, profile {profile!r}")
         declared = notebook_parameters(notebook)
         _check_names(defaults, declared, f"{path}: chapter {name!r} (defaults)")
+        defaults = {**{k: v for k, v in PAPER.items() if k in declared}, **defaults}
         chapters[name] = Chapter(name, entry.get("title", name), notebook,
                                  tuple(entry.get("data") or ()), defaults, profiles,
                                  str(entry.get("paper_estimate") or ""))
@@ -220,8 +225,33 @@ def publish_scores(*args, **kwargs) -> Path:
     return publish(*args, **kwargs)
 
 
+class DirtyTreeError(RuntimeError):
+    """The repository has uncommitted changes, so a published chapter would record a commit it did not run."""
+
+
+def check_clean_tree(out: str | Path, *, allow_dirty: bool = False) -> list[str]:
+    """Refuse to publish into :data:`PUBLISHED` from a tree with modified tracked files.
+
+    A chapter records ``git describe``-style provenance; executed from a
+    modified tree it would say ``+dirty`` and point at no commit that
+    reproduces it. Other output folders (the ``ci`` runs, scratch builds) are
+    always allowed. Returns the modified files (empty when clean).
+    """
+    from lsi.provenance import modified_files
+
+    modified = modified_files(REPO) or []
+    publishing = Path(out).resolve() == PUBLISHED.resolve()
+    if modified and publishing and not allow_dirty:
+        shown = ", ".join(modified[:8]) + (" ..." if len(modified) > 8 else "")
+        raise DirtyTreeError(
+            f"The working tree has uncommitted changes ({shown}); a published chapter records the commit it "
+            f"ran on. Commit (or stash) them first, or pass allow_dirty=True (--allow-dirty) to publish a "
+            f"chapter whose provenance says +dirty.")
+    return modified
+
+
 def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None = None,
-                out: str | Path = PUBLISHED, progress: bool = False) -> RunReport:
+                out: str | Path = PUBLISHED, progress: bool = False, *, allow_dirty: bool = False) -> RunReport:
     """Execute one chapter into ``out/<name>.ipynb``; skip it if its data is unreachable.
 
     A skipped chapter keeps the published output (notebook and published
@@ -229,7 +259,10 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     folder itself. The scores the chapter publishes land in
     ``data_dir(out)/<name>/`` only when the run succeeds, with ``runs.json``
     recording the wall time per profile. ``progress`` shows a bar of the
-    cells executed, the time elapsed and the time left.
+    cells executed, the time elapsed and the time left. Publishing into
+    :data:`PUBLISHED` needs a clean tree (:func:`check_clean_tree`), and a
+    chapter whose execution modifies tracked files (other than executed
+    chapters and published scores) fails: its recorded provenance would not match its commit.
     """
     import papermill
 
@@ -239,6 +272,7 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     reason = missing_data(chapter)
     if reason:
         return _skip(chapter, target, reason)
+    modified_before = check_clean_tree(out, allow_dirty=allow_dirty)
     out.mkdir(parents=True, exist_ok=True)
     data = data_dir(out)
     staging = data / f".staging-{chapter.name}"
@@ -269,6 +303,17 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    from lsi.provenance import modified_files
+
+    dirtied = sorted(set(modified_files(REPO) or []) - set(modified_before))
+    if dirtied:
+        failed = Path(tempfile.gettempdir()) / f"lsi-book-failed-{chapter.name}.ipynb"
+        shutil.move(scratch, failed)
+        shutil.rmtree(staging, ignore_errors=True)
+        return RunReport(chapter.name, "failed", failed, time.perf_counter() - start,
+                         f"executing the chapter modified tracked files ({', '.join(dirtied)}), so the "
+                         f"provenance it recorded does not match its commit; a chapter must write only "
+                         f"outside the repository's tracked files (executed notebook kept at {failed})")
     seconds = time.perf_counter() - start
     strip_noise(scratch)
     os.chmod(scratch, 0o644)  # mkstemp creates files readable by the owner only
@@ -352,16 +397,19 @@ def _skip(chapter: Chapter, target: Path, reason: str) -> RunReport:
 
 
 def run_book(profile: str = "book", out: str | Path = PUBLISHED,
-             chapters: dict[str, Chapter] | None = None, progress: bool = False) -> list[RunReport]:
-    """Run every chapter at ``profile``, one after the other (``progress``: say what runs and what is left)."""
+             chapters: dict[str, Chapter] | None = None, progress: bool = False, *,
+             allow_dirty: bool = False) -> list[RunReport]:
+    """Run every chapter at ``profile``, one after the other (refusing a dirty tree up front;
+    ``progress``: say what runs and what is left)."""
     chapters = chapters or load_chapters()
+    check_clean_tree(out, allow_dirty=allow_dirty)
     reports, names, start = [], list(chapters), time.perf_counter()
     for number, chapter in enumerate(chapters.values(), 1):
         if progress:
             left = ", ".join(names[number:]) or "nothing"
             print(f"[{number}/{len(names)}] {chapter.name} at {profile} "
                   f"({time.perf_counter() - start:.0f}s elapsed; after it: {left})", flush=True)
-        report = run_chapter(chapter, profile, out=out, progress=progress)
+        report = run_chapter(chapter, profile, out=out, progress=progress, allow_dirty=allow_dirty)
         print(report, flush=True)
         reports.append(report)
     return reports

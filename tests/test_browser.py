@@ -4,7 +4,9 @@ Each page must load, request nothing outside localhost, show every chart and
 gallery image with a non-zero size, and show no error output. The book is
 built from the published chapters (``book/chapters``) into a scratch folder,
 or taken from ``$LSI_BOOK_HTML`` (a built ``_build/html`` folder) if set.
-Without Debian's ``chromium`` (``apt-get install -y chromium``) the test skips.
+Without Debian's ``chromium`` (``apt-get install -y chromium``) the test skips,
+except in CI (environment variable ``CI`` set, as ``.ci/run`` does), where a
+missing browser is a failure: a skipped browser test would hide a broken book.
 """
 from __future__ import annotations
 
@@ -25,13 +27,30 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Debian chromium is not installed at /usr/bin/chromium "
-                                       "(apt-get install -y chromium)")
+MISSING = "Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)"
+
+
+def require_chromium(path: Path = CHROMIUM, environ=os.environ) -> None:
+    """Skip without Chromium, but fail in CI (``CI`` set), where the browser must be there."""
+    if path.exists():
+        return
+    if environ.get("CI"):
+        pytest.fail(f"CI is set but {MISSING}; .ci/run installs it.", pytrace=False)
+    pytest.skip(MISSING)
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(tmp_path):
+    absent = tmp_path / "chromium"
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_chromium(absent, {"CI": "1"})
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium(absent, {})
+    require_chromium(Path(__file__), {"CI": "1"})  # present: nothing happens
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    require_chromium()
     given = os.environ.get("LSI_BOOK_HTML")
     html = Path(given) if given else book.build_site(book.PUBLISHED, tmp_path_factory.mktemp("book"))
     handler = functools.partial(_QuietHandler, directory=str(html))
@@ -50,7 +69,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    require_chromium()
+    if os.environ.get("CI"):
+        from playwright import sync_api  # in CI a missing playwright is an error, not a skip
+    else:
+        sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         yield chromium

@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _profile_and_out(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="publish into book/chapters from a tree with uncommitted changes "
+                             "(the chapter's provenance then says +dirty); refused by default")
     parser.add_argument("--profile", default="book", choices=book.PROFILES,
                         help="ci: minutes on 2 cores; book: the published book; "
                              "paper: the paper's scale, for a GPU (default: book)")
@@ -89,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"Unknown chapter {args.chapter!r}; choose one of {', '.join(chapters)}.")
     out = args.out or _chapters_dir(args.profile, _default_out(args.profile))
     report = book.run_chapter(chapters[args.chapter], args.profile,
-                              book.parse_overrides(args.parameter), out=out, progress=not args.quiet)
+                              book.parse_overrides(args.parameter), out=out, allow_dirty=args.allow_dirty,
+                              progress=not args.quiet)
     print(report)
     if args.record_time and report.status == "executed":
         published = book.data_dir(book.PUBLISHED) / args.chapter
@@ -105,7 +109,8 @@ def _build(args: argparse.Namespace) -> int:
     chapters_dir = _chapters_dir(args.profile, out)
     failed = False
     if not args.no_run:
-        reports = book.run_book(args.profile, out=chapters_dir, progress=not args.quiet)
+        reports = book.run_book(args.profile, out=chapters_dir, allow_dirty=args.allow_dirty,
+                                progress=not args.quiet)
         failed = any(r.status == "failed" for r in reports)
     html = book.build_site(chapters_dir, out)
     print(f"book built: {html / 'index.html'}")
