@@ -23,7 +23,7 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return versions
 
 
-OUTPUTS = ("book/chapters",)
+OUTPUTS = ("book/chapters", "book/data")
 """Folders of executed chapters: what the book runner *writes*, never an input of a run.
 
 A chapter published by ``lsi book run`` replaces a tracked file here; counting

@@ -136,11 +136,11 @@ def test_teaching_page_tables_every_chapter_with_its_measured_run_time(tmp_path)
     nb.metadata["papermill"] = {"duration": 139.4, "parameters": {"profile": "ci"}}
     nbformat.write(nb, str(tmp_path / "lsi_from_scratch.ipynb"))
     values = book.teaching_substitutions(tmp_path, chapters)
-    assert values["run_lsi_from_scratch"] == "2 min 19 s at `ci`"
+    assert values["run_lsi_from_scratch"] == "2.3 min at `ci`"
     assert values["run_cifar10"] == "not run" and "chapters/cifar10" not in values["chapter_table"]
     assert values["link_cifar10"] == "*CIFAR-10* (not in this build)"
     assert values["link_lsi_from_scratch"] == "[LSI from scratch (digits)](chapters/lsi_from_scratch)"
-    assert "| 30 minutes | 2 min 19 s at `ci` | none to download |" in values["chapter_table"]
+    assert "| 30 minutes | 2.3 min at `ci` | none to download |" in values["chapter_table"]
 
 
 def test_time_to_learn_is_read_from_the_chapter(tmp_path):
