@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LSI_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: install test test-fast book demo bench clean
+.PHONY: install test test-fast book pdf demo bench clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-fast: install ## the suite without notebook execution and the browser
 
 book: install ## execute what the available data allows, then build the book into _build/html
 	$(VENV)/bin/lsi book build --profile $(PROFILE)
+
+pdf: install ## a printable PDF of the whole book (_build/book.pdf) from the executed chapters, offline
+	$(VENV)/bin/lsi book pdf --profile $(PROFILE)
 
 demo: install ## LSI on the embedded digits; prints the ten most informative samples
 	$(VENV)/bin/lsi compute --dataset digits --out demo/digits_lsi.parquet

@@ -107,7 +107,8 @@ def test_toc_is_restricted_to_chapters_present():
     toc = yaml.safe_load((book.REPO / "_toc.yml").read_text())
     kept = book._restrict_toc(toc, {"lsi_from_scratch"})
     files = [c["file"] for part in kept["parts"] for c in part["chapters"]]
-    assert files == ["book/chapters/lsi_from_scratch"]
+    assert [f for f in files if f.startswith("book/chapters/")] == ["book/chapters/lsi_from_scratch"]
+    assert "book/teaching" in files and "book/glossary" in files  # pages other than chapters stay
 
 
 def test_plots_render_offline():
@@ -176,8 +177,9 @@ def test_worked_example_kl_matches_the_closed_form():
 
 
 @pytest.mark.slow
-def test_every_chapter_runs_at_ci_and_the_book_builds(tmp_path, chapters):
-    reports = book.run_book("ci", out=tmp_path / "chapters", chapters=chapters)
+def test_every_chapter_runs_at_ci_and_the_book_builds(ci_book):
+    """``ci_book`` (tests/conftest.py) runs every chapter at ``ci`` and builds the site, once."""
+    reports, chapters = ci_book.reports, ci_book.chapters
     failed = [str(r) for r in reports if r.status == "failed"]
     assert not failed, "\n".join(failed)
     for report in reports:
@@ -188,7 +190,7 @@ def test_every_chapter_runs_at_ci_and_the_book_builds(tmp_path, chapters):
     if os.environ.get("LSI_DATA"):
         assert all(r.status == "executed" for r in reports), [str(r) for r in reports]
     assert any(r.chapter == "lsi_from_scratch" and r.status == "executed" for r in reports)
-    html = book.build_site(tmp_path / "chapters", tmp_path / "site")
+    html = ci_book.html
     for report in reports:
         if report.output is not None:
             assert (html / "book" / "chapters" / f"{report.chapter}.html").is_file()
@@ -199,3 +201,50 @@ def test_published_chapters_have_no_error_output():
         assert book.error_cells(notebook) == [], notebook.name
         nb = nbformat.read(str(notebook), as_version=4)
         assert nb.metadata["papermill"]["parameters"]["profile"] == "book", notebook.name
+
+
+# --- a published chapter records a clean commit ---------------------------------------------------------------
+def _fake_chapter(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]})]
+    path = tmp_path / "fake.ipynb"
+    nbformat.write(nb, str(path))
+    return book.Chapter("fake", "Fake", path, (), {}, {})
+
+
+def test_publishing_from_a_dirty_tree_is_refused(tmp_path, monkeypatch):
+    from lsi import provenance
+
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: ["lsi/api.py"])
+    with pytest.raises(book.DirtyTreeError, match="lsi/api.py.*Commit"):
+        book.run_chapter(_fake_chapter(tmp_path), "book", out=book.PUBLISHED)
+    with pytest.raises(book.DirtyTreeError):
+        book.run_book("book", out=book.PUBLISHED, chapters={"fake": _fake_chapter(tmp_path)})
+    assert book.check_clean_tree(book.PUBLISHED, allow_dirty=True) == ["lsi/api.py"]
+    assert book.check_clean_tree(tmp_path / "scratch") == ["lsi/api.py"]  # ci runs elsewhere are fine
+
+
+def test_a_chapter_that_modifies_tracked_files_fails(tmp_path, monkeypatch):
+    import papermill
+
+    from lsi import provenance
+
+    calls = iter([[], ["lsi/api.py"]])  # clean before the run, a tracked file modified by it
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: next(calls))
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: __import__("shutil").copyfile(src, dst))
+    report = book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out")
+    assert report.status == "failed" and "modified tracked files (lsi/api.py)" in report.message
+    assert not (tmp_path / "out" / "fake.ipynb").exists()
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: [])
+    assert book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out").status == "executed"
+
+
+def test_paper_hyperparameters_come_from_lsi_defaults(chapters):
+    from lsi.defaults import PAPER
+
+    digits = chapters["lsi_from_scratch"].parameters("book")
+    assert {k: digits[k] for k in ("lr", "momentum", "weight_decay", "epochs")} == \
+        {k: PAPER[k] for k in ("lr", "momentum", "weight_decay", "epochs")}
+    declared = book.notebook_parameters(chapters["cifar10"].notebook)
+    for name in set(PAPER) & set(declared):  # the notebooks' own placeholder values agree too
+        assert declared[name] == repr(PAPER[name]) or str(PAPER[name]) == str(declared[name]), name

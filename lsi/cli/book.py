@@ -3,6 +3,7 @@
     lsi book list
     lsi book run cifar10 -p n_train=5000 --profile book
     lsi book build --profile ci --out _build/ci
+    lsi book pdf                      # _build/book.pdf from the published chapters
 """
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "e.g. -p n_train=5000 -p solver=newton-step")
     _profile_and_out(run, out_help="folder for the executed notebook "
                                    "(default: book/chapters for the book profile, "
-                                   "_build/<profile>/chapters otherwise)")
+                                   "_build/<profile>/chapters otherwise); its scores go to OUT/../data")
+    run.add_argument("--record-time", action="store_true",
+                     help="also record the measured wall time in book/data/<chapter>/runs.json, "
+                          "which the book's 'Take it away' section shows (e.g. for a ci run)")
     run.set_defaults(func=_run)
 
     build = actions.add_parser("build", help="execute every chapter, then build the HTML book",
@@ -45,12 +49,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="only build, from the chapters already executed")
     build.set_defaults(func=_build)
 
+    pdf = actions.add_parser("pdf", help="a printable PDF of the whole book (headless Chromium, offline)",
+                             description="Build the site from the chapters already executed at the "
+                                         "profile (nothing is executed), print every page in "
+                                         "table-of-contents order with headless Chromium and join "
+                                         "them into one PDF with bookmarks. Needs /usr/bin/chromium "
+                                         "(apt-get install -y chromium) or LSI_CHROMIUM.")
+    _profile_and_out(pdf, out_help="the PDF to write (default: _build/book.pdf for the book profile, "
+                                   "_build/<profile>/book.pdf otherwise)")
+    pdf.add_argument("--html", type=Path, default=None,
+                     help="print this already built site (a _build/html folder) instead of building one")
+    pdf.set_defaults(func=_pdf)
+
 
 def _profile_and_out(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="publish into book/chapters from a tree with uncommitted changes "
+                             "(the chapter's provenance then says +dirty); refused by default")
     parser.add_argument("--profile", default="book", choices=book.PROFILES,
                         help="ci: minutes on 2 cores; book: the published book; "
                              "paper: the paper's scale, for a GPU (default: book)")
     parser.add_argument("--out", type=Path, default=None, help=out_help)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (cells executed, time elapsed and left)")
 
 
 def _default_out(profile: str) -> Path:
@@ -84,8 +105,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"Unknown chapter {args.chapter!r}; choose one of {', '.join(chapters)}.")
     out = args.out or _chapters_dir(args.profile, _default_out(args.profile))
     report = book.run_chapter(chapters[args.chapter], args.profile,
-                              book.parse_overrides(args.parameter), out=out)
+                              book.parse_overrides(args.parameter), out=out, allow_dirty=args.allow_dirty,
+                              progress=not args.quiet)
     print(report)
+    if args.record_time and report.status == "executed":
+        published = book.data_dir(book.PUBLISHED) / args.chapter
+        runs = book.read_runs(published)
+        runs[args.profile] = book.read_runs(book.data_dir(out) / args.chapter)[args.profile]
+        book.record_run(published, runs)
+        print(f"wall time at {args.profile} recorded in {published / 'runs.json'}")
     return 1 if report.status == "failed" else 0
 
 
@@ -94,8 +122,29 @@ def _build(args: argparse.Namespace) -> int:
     chapters_dir = _chapters_dir(args.profile, out)
     failed = False
     if not args.no_run:
-        reports = book.run_book(args.profile, out=chapters_dir)
+        reports = book.run_book(args.profile, out=chapters_dir, allow_dirty=args.allow_dirty,
+                                progress=not args.quiet)
         failed = any(r.status == "failed" for r in reports)
     html = book.build_site(chapters_dir, out)
     print(f"book built: {html / 'index.html'}")
     return 1 if failed else 0
+
+
+def _pdf(args: argparse.Namespace) -> int:
+    from lsi import pdf
+
+    build_out = _default_out(args.profile)
+    target = args.out or build_out / "book.pdf"
+    toc = None
+    if args.html is None:
+        chapters_dir = _chapters_dir(args.profile, build_out)
+        if not any(chapters_dir.glob("*.ipynb")):
+            raise FileNotFoundError(f"No executed chapters in {chapters_dir}; run "
+                                    f"`lsi book build --profile {args.profile}` first.")
+        html = book.build_site(chapters_dir, build_out)
+        toc = build_out / "source" / "_toc.yml"  # restricted to the chapters present
+    else:
+        html = args.html
+    report = pdf.build_pdf(html, target, toc=toc)
+    print(report)
+    return 0

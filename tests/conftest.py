@@ -1,0 +1,45 @@
+"""Fixtures shared by several test files."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class CiBook:
+    """Every chapter executed at the ``ci`` profile, and the site built from them."""
+
+    chapters: dict
+    reports: list
+    chapters_dir: Path
+    site: Path          # build folder: site/html, site/source/_toc.yml (restricted), site/build.log
+    html: Path | None   # None when a chapter failed (nothing is built then)
+
+
+@pytest.fixture(scope="session")
+def ci_book(tmp_path_factory) -> CiBook:
+    """The chapters at ``ci`` and the book built from them, once per test session.
+
+    Shared by ``tests/test_book.py`` (no error cells, the site builds) and
+    ``tests/test_pdf.py`` (the printable book), so that the chapters run only
+    once. ``LSI_CI_CHAPTERS=<dir>`` reuses notebooks executed at ``ci`` before
+    (``<dir>/<chapter>.ipynb``) instead of running them.
+    """
+    from lsi import book
+
+    chapters = book.load_chapters()
+    root = tmp_path_factory.mktemp("ci_book")
+    given = os.environ.get("LSI_CI_CHAPTERS")
+    if given:
+        chapters_dir = Path(given)
+        reports = [book.RunReport(name, "executed", chapters_dir / f"{name}.ipynb")
+                   for name in chapters if (chapters_dir / f"{name}.ipynb").is_file()]
+    else:
+        chapters_dir = root / "chapters"
+        reports = book.run_book("ci", out=chapters_dir, chapters=chapters)
+    failed = any(r.status == "failed" for r in reports)
+    html = None if failed else book.build_site(chapters_dir, root / "site")
+    return CiBook(chapters, reports, chapters_dir, root / "site", html)
