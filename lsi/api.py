@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from lsi import batching, curvature, training
 from lsi.enums import Hessian, Probe, Solver
 from lsi.kl import kl_terms
-from lsi.probes import make_probe
+from lsi.probes import ACTIVATIONS, make_probe
 from lsi.provenance import run_record
 from lsi.results import ChunkStore, concat_tables
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
@@ -34,7 +34,8 @@ MAX_MODELS_PER_CHUNK = 256
 
 
 def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "linear", hidden: int = 32,
-                solver: str = "converged", hessian: str = "diag", epochs: int = 1000, lr: float = 0.04,
+                activation: str = "relu", solver: str = "converged", hessian: str = "diag",
+                epochs: int = 1000, lr: float = 0.04,
                 momentum: float = 0.9, weight_decay: float = 0.01, prior_precision: float | None = None,
                 indices: Any = None, seed: int = 0, device: str | torch.device = "cpu",
                 dtype: str = "float64", tol: float = 1e-10, memory_budget: str | int = "1GiB",
@@ -50,6 +51,9 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "l
     probe
         ``"linear"`` (multinomial logistic regression), ``"mlp"`` (one hidden ReLU
         layer of width ``hidden``) or any ``torch.nn.Module`` producing logits.
+    activation
+        The MLP's hidden activation: ``"relu"`` (the paper's; ``gd`` only) or a
+        smooth ``"gelu"``/``"softplus"``, with which ``converged`` also applies.
     solver
         ``"gd"``: the paper's Nesterov SGD for ``epochs`` steps from one seeded
         initialisation; ``"converged"``: each LOO optimum to gradient norm ``tol``;
@@ -70,7 +74,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "l
     and the run's metadata in ``attrs["lsi"]``.
     """
     started = time.perf_counter()
-    options = _check_options(solver=solver, hessian=hessian, probe=probe, hidden=hidden, epochs=epochs,
+    options = _check_options(solver=solver, hessian=hessian, probe=probe, hidden=hidden,
+                             activation=activation, epochs=epochs,
                              lr=lr, momentum=momentum, weight_decay=weight_decay,
                              prior_precision=prior_precision, seed=seed, tol=tol)
     X = _check_inputs(features, probe)
@@ -82,7 +87,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "l
 
     Xt = torch.as_tensor(X, dtype=torch_dtype, device=device)
     Yt = torch.as_tensor(Y, device=device)
-    model = make_probe(probe, Xt.shape[-1] if Xt.ndim == 2 else 0, C, hidden)
+    model = make_probe(probe, Xt.shape[-1] if Xt.ndim == 2 else 0, C, hidden, activation)
     engine = _Engine(model, Xt, Yt, options)
 
     store = ChunkStore(checkpoint, _run_identity(options, X, Y, dtype)) if checkpoint else None
@@ -197,11 +202,13 @@ def _check_options(**o) -> dict:
     o["momentum"] = check_positive(o["momentum"], name="momentum", allow_zero=True)
     if o["momentum"] >= 1:
         raise ValueError(f"momentum == {o['momentum']}, must be < 1.")
+    if o["activation"] not in ACTIVATIONS:
+        raise ValueError(f"activation={o['activation']!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
     strict = o["solver"] != "gd"
-    if strict and o["probe"] == "mlp":
+    if strict and o["probe"] == "mlp" and o["activation"] == "relu":
         raise ValueError(f"solver={o['solver']!r} needs a smooth probe with a strict minimum; a ReLU MLP's "
                          f"optimum can sit on a kink where no gradient tolerance is reachable. Use solver='gd' "
-                         f"(the paper's training) for probe='mlp'.")
+                         f"(the paper's training) for probe='mlp', or a smooth activation='gelu' or 'softplus'.")
     o["weight_decay"] = check_positive(o["weight_decay"], name="weight_decay", allow_zero=not strict)
     if o["prior_precision"] is not None:
         o["prior_precision"] = check_positive(o["prior_precision"], name="prior_precision")
