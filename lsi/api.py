@@ -242,3 +242,44 @@ def _run_identity(options: dict, X: np.ndarray, Y: np.ndarray, dtype: str) -> di
     """What makes two runs the same run: options and a fingerprint of the data."""
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(Y).tobytes()).hexdigest()
     return {**options, "dtype": dtype, "data_sha256": digest}
+
+
+def prior_floor(features: Any, labels: Any, *, weight_decay: float = 0.01, prior_precision: float | None = None,
+                device: str | torch.device = "cpu", n_classes: int | None = None) -> dict[str, float]:
+    """The LSI of a sample that carries no information: the floor under every sample's LSI.
+
+    Leaving out a sample j whose gradient and curvature at ``theta_D`` are zero
+    still changes two things, both through the weight decay (linear probe,
+    diagonal Hessian, converged tier to first order in 1/n):
+
+    * **the prior of the posterior** (only with the default prior ``m * lambda``):
+      ``P_{D\\j} = P_D - lambda`` at fixed parameters, so ``r_k = 1 - lambda / p0_k`` and the
+      covariance term is ``1/2 sum_k (d_k - log1p(d_k))`` with ``d_k = -lambda / p0_k``, about
+      ``1/4 sum_k (lambda / p0_k)^2 <= K / (4 n^2)`` since ``p0_k >= n lambda`` (``cov_prior``, ``bound``);
+    * **the weight of the weight decay in the mean objective**: the leave-one-out
+      gradient at ``theta_D`` is ``-(lambda theta_D + g_j) / m``, so even ``g_j = 0`` moves the
+      optimum by ``delta = M^-1 lambda theta_D / m`` (``m = n - 1``, ``M`` the mean Hessian). The
+      mean term is ``1/2 sum_k p1_k delta_k^2``, and the other samples' curvature, evaluated at
+      ``theta_D + delta``, adds to the covariance term.
+
+    With a fixed ``prior_precision`` (the authors' 1) ``cov_prior`` vanishes and
+    the rest remains. Returns ``mean``, ``cov``, ``total`` (their sum), ``cov_prior``
+    and ``bound``; one Newton step, no leave-one-out solve.
+    """
+    X = check_features(features)
+    Y, C = check_labels(labels, len(X), n_classes=n_classes)
+    options = _check_options(solver="converged", hessian="diag", probe="linear", hidden=1, activation="relu",
+                             epochs=1, lr=1.0, momentum=0.0, weight_decay=weight_decay,
+                             prior_precision=prior_precision, seed=0, tol=1e-10)
+    device = batching.resolve_device(device)
+    Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
+    engine = _Engine(make_probe("linear", X.shape[1], C), Xt, torch.as_tensor(Y, device=device), options)
+    n, lam = len(X), options["weight_decay"]
+    delta = torch.cholesky_solve((lam * engine.theta_D / (n - 1))[:, None], engine.factor).T
+    ones = torch.ones(1, n, dtype=torch.float64, device=device)
+    P1 = curvature.precision("diag", engine.probe, engine.theta_D + delta, Xt, ones, engine._prior(n - 1, 1))
+    mean, cov = kl_terms(engine.P0, P1, delta)
+    _, prior_part = kl_terms(engine.P0, curvature.Diag(engine.P0.ggn, engine._prior(n - 1, 1)), 0 * delta)
+    K = engine.probe.n_params
+    return {"cov": float(cov[0]), "mean": float(mean[0]), "total": float(mean[0] + cov[0]),
+            "cov_prior": float(prior_part[0]), "bound": K / (4 * n ** 2), "n": n, "n_params": K}
