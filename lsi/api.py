@@ -244,9 +244,9 @@ def _run_identity(options: dict, X: np.ndarray, Y: np.ndarray, dtype: str) -> di
     return {**options, "dtype": dtype, "data_sha256": digest}
 
 
-def prior_floor(features: Any, labels: Any, *, weight_decay: float = 0.01, prior_precision: float | None = None,
+def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = 0.01, prior_precision: float | None = None,
                 device: str | torch.device = "cpu", n_classes: int | None = None) -> dict[str, float]:
-    """The LSI of a sample that carries no information: the floor under every sample's LSI.
+    """The LSI of a sample that carries no information: the floor the bulk of the samples sits on.
 
     Leaving out a sample j whose gradient and curvature at ``theta_D`` are zero
     still changes two things, both through the weight decay (linear probe,
@@ -264,7 +264,9 @@ def prior_floor(features: Any, labels: Any, *, weight_decay: float = 0.01, prior
 
     With a fixed ``prior_precision`` (the authors' 1) ``cov_prior`` vanishes and
     the rest remains. Returns ``mean``, ``cov``, ``total`` (their sum), ``cov_prior``
-    and ``bound``; one Newton step, no leave-one-out solve.
+    and ``bound``; one Newton step, no leave-one-out solve. It is not a strict lower
+    bound: a sample whose gradient points against ``lambda theta_D`` cancels part of the
+    shift and can score below it.
     """
     X = check_features(features)
     Y, C = check_labels(labels, len(X), n_classes=n_classes)

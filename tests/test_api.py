@@ -166,14 +166,13 @@ def test_relu_mlp_is_refused_by_the_converged_tier_and_smooth_ones_are_not():
 
 
 @pytest.mark.parametrize("prior", [None, 1.0])
-def test_prior_floor_is_the_lsi_of_a_sample_without_gradient_or_curvature(prior):
+def test_null_sample_lsi_is_the_lsi_of_a_sample_without_gradient_or_curvature(prior):
     """A sample deep inside its class (softmax ~ 1: no gradient, no curvature) scores the closed-form floor."""
     X, y = blobs(200, 4, 3, seed=3)
     far = 40 * X[y == 1].mean(0, keepdims=True)
     X, y = np.vstack([X, far]), np.append(y, 1)
     table = lsi.compute_lsi(X, y, prior_precision=prior, indices=[len(X) - 1], progress=False)
-    floor = lsi.prior_floor(X, y, prior_precision=prior)
+    floor = lsi.null_sample_lsi(X, y, prior_precision=prior)
     assert table["lsi"].iloc[0] == pytest.approx(floor["total"], rel=1e-2)  # one Newton step: 0.25% measured at n=201
     assert floor["cov_prior"] <= floor["bound"]
     assert (floor["cov_prior"] == 0) == (prior is not None)
-    assert lsi.compute_lsi(X, y, prior_precision=prior, progress=False)["lsi"].min() >= 0.999 * floor["total"]
