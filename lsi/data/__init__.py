@@ -106,5 +106,28 @@ def load_dataset(name: str, split: str = "train", *, limit: int | None = None, s
     return apply_limit(ds, limit, seed)
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit",
+def availability(name: str, split: str = "train", *, root: str | Path | None = None) -> str | None:
+    """``None`` if ``name``/``split`` can be loaded now without a download, else why not and how to get it.
+
+    Chapters call this to skip a section (or themselves) with a clear note
+    instead of failing. It never downloads: ``LSI_OFFLINE`` is set while it looks.
+    """
+    import os
+
+    get_spec(name)
+    before = os.environ.get("LSI_OFFLINE")
+    os.environ["LSI_OFFLINE"] = "1"
+    try:
+        load_dataset(name, split, root=root)
+    except (SourceUnavailableError, FileNotFoundError) as error:
+        return str(error)
+    finally:
+        if before is None:
+            os.environ.pop("LSI_OFFLINE", None)
+        else:
+            os.environ["LSI_OFFLINE"] = before
+    return None
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "availability",
            "get_spec", "load_dataset", "stratified_positions", "stratified_split", "to_pil"]

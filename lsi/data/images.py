@@ -161,10 +161,13 @@ def _fastai_imagenet_subset(name: str, wnids: dict[str, str], split: str) -> Dat
 
     archive = f"{name}2-320"
     folder = download_root() / name / archive
+    url = f"https://s3.amazonaws.com/fast-ai-imageclas/{archive}.tgz"
     if not (folder / split).is_dir():
-        require_online(f"{name} ({split})", FASTAI_HOST, mirror_hint(name))
-        download_and_extract_archive(f"https://s3.amazonaws.com/fast-ai-imageclas/{archive}.tgz",
-                                     str(folder.parent))
+        require_online(f"{name} ({split})", FASTAI_HOST,
+                       f"Download {url} and extract it into {folder.parent} (so that {folder}/train and "
+                       f"{folder}/val exist; set LSI_DOWNLOADS to use another folder), or run once on a "
+                       f"machine with internet access, which downloads it there.")
+        download_and_extract_archive(url, str(folder.parent))
     return _folder_dataset(name, split, folder, wnids, f"official:{folder}")
 
 
