@@ -116,6 +116,19 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
     return Figure(chart.properties(width=_WIDTH, height=_HEIGHT))
 
 
+def intervals(frame: pd.DataFrame, x: str, y: str = "median", *, low: str = "low", high: str = "high",
+              color: str | None = None, logy: bool = True, title: str = "") -> Figure:
+    """Points with interval bars (e.g. medians with bootstrap intervals) per category ``x``."""
+    scale = alt.Scale(type="log") if logy else alt.Scale(zero=False)
+    base = alt.Chart(frame, title=title)
+    colour = {"color": alt.Color(f"{color}:N")} if color else {}
+    bars = base.mark_rule().encode(x=alt.X(f"{x}:N", sort=None), y=alt.Y(f"{low}:Q", scale=scale, title=y),
+                                   y2=f"{high}:Q", **colour)
+    points = base.mark_point(filled=True, size=60).encode(x=alt.X(f"{x}:N", sort=None),
+                                                          y=alt.Y(f"{y}:Q", scale=scale), **colour)
+    return Figure((bars + points).properties(width=_WIDTH, height=_HEIGHT))
+
+
 def _positive(values: np.ndarray, name: str) -> np.ndarray:
     bad = ~(values > 0)
     if bad.any():
@@ -125,11 +138,12 @@ def _positive(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def image_gallery(extremes: pd.DataFrame, images: Mapping[Any, Any] | Callable[[Any], Any], *,
-                  key: str = "id", size: int = 72, title: str = "") -> Image:
+                  key: str = "id", size: int = 72, title: str = "", score: str = "lsi") -> Image:
     """Contact sheet: one row per class, lowest-LSI images left, highest right.
 
     ``extremes`` has columns ``class``, ``end`` (``"lowest"``/``"highest"``),
-    ``rank``, ``id``, ``index`` and ``lsi`` (as from :func:`lsi.analysis.extremes`);
+    ``rank``, ``id``, ``index`` and the ``score`` printed under each image (``lsi`` by
+    default; as from :func:`lsi.analysis.extremes` with the same ``score``);
     ``images`` maps the ``key`` column (a sample id, or its row ``index``) to a
     PIL image, or is a callable doing so (e.g. ``dataset.image``).
     """
@@ -159,7 +173,7 @@ def image_gallery(extremes: pd.DataFrame, images: Mapping[Any, Any] | Callable[[
                 picture = picture.resize((size, size), PILImage.NEAREST if picture.width < size
                                          else PILImage.LANCZOS)
                 sheet.paste(picture, (x, y))
-                draw.text((x, y + size + 1), f"{pick['lsi']:.2g}", fill="dimgray",
+                draw.text((x, y + size + 1), f"{pick[score]:.2g}", fill="dimgray",
                           font=ImageFont.load_default(size=10))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
