@@ -180,3 +180,20 @@ def top_overlap(a: Sequence[float], b: Sequence[float], fraction: float = 0.1) -
     k = max(1, int(round(fraction * len(a))))
     top_a, top_b = set(np.argsort(-a, kind="stable")[:k]), set(np.argsort(-b, kind="stable")[:k])
     return len(top_a & top_b) / k
+
+
+def compare_rankings(scores: Mapping[str, Sequence[float]], reference: str, *,
+                     fraction: float = 0.1) -> pd.DataFrame:
+    """Each score against ``scores[reference]`` on the same samples: Spearman, top-``fraction`` overlap
+    (:func:`top_overlap`) and the median relative difference of the values."""
+    from scipy.stats import spearmanr
+
+    ref = np.asarray(scores[reference], float)
+    rows = {}
+    for name, values in scores.items():
+        if name != reference:
+            values = np.asarray(values, float)
+            rows[name] = {"spearman": float(spearmanr(values, ref).statistic),
+                          f"top {fraction:.0%} overlap": top_overlap(values, ref, fraction),
+                          "median relative difference": float(np.median(np.abs(values - ref) / np.abs(ref)))}
+    return pd.DataFrame(rows).T.rename_axis(f"against {reference}")

@@ -139,9 +139,11 @@ class Probe:
         gradient = grad(lambda t: (self.ce(t[None], X, Y)[0] * w).sum())
         return vmap(lambda v: jvp(gradient, (theta,), (v,))[1])(V)
 
-    def hessian(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor) -> Tensor:
-        """Exact Hessian of ``sum_j w_j CE_j`` at one ``theta``, dense ``(K, K)``."""
-        return torch.func.hessian(lambda t: (self.ce(t[None], X, Y)[0] * w).sum())(theta)
+    def hessian(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *, chunk: int = 256) -> Tensor:
+        """Exact Hessian of ``sum_j w_j CE_j`` at one ``theta``, dense ``(K, K)``, from Hessian-vector
+        products with ``chunk`` basis vectors at a time (bounded memory for wide probes)."""
+        eye = torch.eye(self.n_params, dtype=theta.dtype, device=theta.device)
+        return torch.cat([self.hvp(theta, X, Y, w, eye[s:s + chunk]) for s in range(0, self.n_params, chunk)])
 
     def per_sample_grads(self, theta: Tensor, X: Tensor, Y: Tensor) -> Tensor:
         """``grad CE_j(theta)`` for every sample, ``(n, K)``."""

@@ -90,3 +90,11 @@ def test_separation_by_group_matches_separation_inside_each_group():
     table = analysis.separation_by(frame, "flipped", "label", names=["a", "b"])
     assert table.loc["a", "auroc"] == 1.0 and table.loc["a", "above_max_negative"] == 1.0
     assert table.loc["b", "auroc"] == 0.5 and table.loc["b", "above_max_negative"] == 0.5
+
+
+def test_compare_rankings_against_hand_values():
+    table = experiments.compare_rankings({"ref": [1, 2, 3, 4], "same": [2, 4, 6, 8], "reverse": [4, 3, 2, 1]},
+                                         "ref", fraction=0.25)
+    assert table.loc["same", "spearman"] == pytest.approx(1.0) and table.loc["reverse", "spearman"] == pytest.approx(-1)
+    assert table.loc["same", "top 25% overlap"] == 1.0 and table.loc["reverse", "top 25% overlap"] == 0.0
+    assert table.loc["same", "median relative difference"] == pytest.approx(1.0)

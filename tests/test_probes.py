@@ -104,3 +104,11 @@ def test_mlp_activations_match_torch_modules(activation, module):
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(ValueError, match="activation='tanh' is not valid"):
         make_probe("mlp", 3, 2, 4, "tanh")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_chunked_hessian_equals_torch_func_hessian(activation):
+    probe = MLPProbe(5, 3, 4, activation)
+    X, Y, theta, w = _problem(probe)
+    dense = torch.func.hessian(lambda t: (probe.ce(t[None], X, Y)[0] * w[1]).sum())(theta[1])
+    torch.testing.assert_close(probe.hessian(theta[1], X, Y, w[1], chunk=7), dense)
