@@ -74,8 +74,8 @@ def test_without_the_data_the_chapter_runs_and_says_how_to_get_it(isolated):
     chapter = book.load_chapters()["imagenet_subsets"]
     report = book.run_chapter(chapter, "ci", out=isolated / "out")
     assert report.status == "executed", report
-    assert book.error_cells(report.path) == []
-    text = _outputs(report.path)
+    assert book.error_cells(report.output) == []
+    text = _outputs(report.output)
     assert "This chapter is skipped" in text and "imagenette2-320.tgz" in text and "imagewoof2-320.tgz" in text
     assert "Not run: Imagenette and Imagewoof are not available" in text
 
@@ -85,11 +85,11 @@ def test_with_data_in_the_official_layout_every_section_runs(isolated):
     chapter = book.load_chapters()["imagenet_subsets"]
     report = book.run_chapter(chapter, "ci", out=isolated / "out")
     assert report.status == "executed", report
-    assert book.error_cells(report.path) == []
-    text = _outputs(report.path)
+    assert book.error_cells(report.output) == []
+    text = _outputs(report.output)
     assert "This chapter is skipped" not in text and "Both data sets are available" in text
     assert "Imagewoof (hard) has higher LSI than Imagenette" in text
     assert text.count("Mislabelled samples have substantially higher LSI") >= 2
-    assert _png_count(report.path) == 4  # one gallery per data set, one per paper's example class
+    assert _png_count(report.output) == 4  # one gallery per data set, one per paper's example class
     if source == "cifar10":
         assert "CIFAR-10 at the same settings: median LSI" in text

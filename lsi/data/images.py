@@ -66,7 +66,11 @@ def _torchvision_cifar(name: str, split: str) -> Dataset:
     try:
         data = cls(str(root), train=split == "train", download=False)
     except RuntimeError:
-        require_online(f"{name} ({split})", CIFAR_HOST, mirror_hint(name))
+        how = mirror_hint(name) if name == "cifar10" else (
+            f"Download https://{CIFAR_HOST}/~kriz/cifar-100-python.tar.gz and extract it into {root} "
+            f"(torchvision's layout: {root}/cifar-100-python/train; set LSI_DOWNLOADS to use another folder), "
+            f"or run once on a machine with internet access, which downloads it there.")
+        require_online(f"{name} ({split})", CIFAR_HOST, how)
         data = cls(str(root), train=split == "train", download=True)
     return Dataset(name, split, "image", np.arange(len(data.targets)),
                    np.asarray(data.targets, dtype=np.int64), list(data.classes),
