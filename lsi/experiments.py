@@ -197,3 +197,15 @@ def compare_rankings(scores: Mapping[str, Sequence[float]], reference: str, *,
                           f"top {fraction:.0%} overlap": top_overlap(values, ref, fraction),
                           "median relative difference": float(np.median(np.abs(values - ref) / np.abs(ref)))}
     return pd.DataFrame(rows).T.rename_axis(f"against {reference}")
+
+
+def slope_words(slope: float) -> str:
+    """A log-log slope of LSI against n in words, against the 1/n law (slope -1), within the claims'
+    ratio tolerance (:data:`lsi.claims.RATIO_TOLERANCE`): "about 1/n", "flatter than 1/n" or "steeper than 1/n"."""
+    from lsi.claims import RATIO_TOLERANCE
+
+    if np.isnan(slope):
+        return "not measured (fewer than two sizes in this regime)"
+    if 1 / RATIO_TOLERANCE <= -slope <= RATIO_TOLERANCE:
+        return "about 1/n"
+    return "flatter than 1/n" if -slope < 1 / RATIO_TOLERANCE else "steeper than 1/n"
