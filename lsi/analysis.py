@@ -80,6 +80,17 @@ def separation(scores: Sequence[float], positive: Sequence[bool]) -> dict[str, f
     }
 
 
+def separation_by(scores: pd.DataFrame, positive: str, by: str, *, score: str = "lsi",
+                  names: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`separation` of ``scores[positive]`` inside every group of ``scores[by]`` (e.g. per class),
+    one row per group (named by ``names[group]`` if given); groups without both kinds are left out."""
+    rows = {}
+    for group, part in scores.groupby(by, sort=True):
+        if part[positive].any() and not part[positive].all():
+            rows[names[int(group)] if names is not None else group] = separation(part[score], part[positive])
+    return pd.DataFrame(rows).T
+
+
 def agreement(estimate: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
     """How closely one set of scores reproduces a reference set of the same samples.
 

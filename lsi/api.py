@@ -23,13 +23,14 @@ from lsi import batching, curvature, runner, training
 from lsi.defaults import LSI, PAPER
 from lsi.enums import Hessian, Probe, Solver
 from lsi.kl import kl_terms
-from lsi.probes import make_probe
+from lsi.probes import ACTIVATIONS, make_probe
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
                             check_positive)
 
 
 def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LSI["probe"],
-                hidden: int = PAPER["hidden"], solver: str = LSI["solver"], hessian: str = LSI["hessian"],
+                hidden: int = PAPER["hidden"], activation: str = "relu",
+                solver: str = LSI["solver"], hessian: str = LSI["hessian"],
                 epochs: int = PAPER["epochs"], lr: float = PAPER["lr"], momentum: float = PAPER["momentum"],
                 weight_decay: float = PAPER["weight_decay"], prior_precision: float | None = LSI["prior_precision"],
                 indices: Any = None, seed: int = PAPER["seed"], device: str | torch.device = LSI["device"],
@@ -46,6 +47,9 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     probe
         ``"linear"`` (multinomial logistic regression), ``"mlp"`` (one hidden ReLU
         layer of width ``hidden``) or any ``torch.nn.Module`` producing logits.
+    activation
+        The MLP's hidden activation: ``"relu"`` (the paper's; ``gd`` only) or a
+        smooth ``"gelu"``/``"softplus"``, with which ``converged`` also applies.
     solver
         ``"gd"``: the paper's Nesterov SGD for ``epochs`` steps from one seeded
         initialisation; ``"converged"``: each LOO optimum to gradient norm ``tol``;
@@ -66,7 +70,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     and the run's metadata in ``attrs["lsi"]``.
     """
     started = time.perf_counter()
-    options = _check_options(solver=solver, hessian=hessian, probe=probe, hidden=hidden, epochs=epochs,
+    options = _check_options(solver=solver, hessian=hessian, probe=probe, hidden=hidden,
+                             activation=activation, epochs=epochs,
                              lr=lr, momentum=momentum, weight_decay=weight_decay,
                              prior_precision=prior_precision, seed=seed, tol=tol)
     X = _check_inputs(features, probe)
@@ -82,7 +87,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
 
     Xt = torch.as_tensor(X, dtype=torch_dtype, device=device)
     Yt = torch.as_tensor(Y, device=device)
-    model = make_probe(probe, Xt.shape[-1] if Xt.ndim == 2 else 0, C, hidden)
+    model = make_probe(probe, Xt.shape[-1] if Xt.ndim == 2 else 0, C, hidden, activation)
     engine = _Engine(model, Xt, Yt, options)
 
     module = runner.module_fingerprint(probe) if isinstance(probe, torch.nn.Module) else None
@@ -186,11 +191,13 @@ def _check_options(**o) -> dict:
     o["momentum"] = check_positive(o["momentum"], name="momentum", allow_zero=True)
     if o["momentum"] >= 1:
         raise ValueError(f"momentum == {o['momentum']}, must be < 1.")
+    if o["activation"] not in ACTIVATIONS:
+        raise ValueError(f"activation={o['activation']!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
     strict = o["solver"] != "gd"
-    if strict and o["probe"] == "mlp":
+    if strict and o["probe"] == "mlp" and o["activation"] == "relu":
         raise ValueError(f"solver={o['solver']!r} needs a smooth probe with a strict minimum; a ReLU MLP's "
                          f"optimum can sit on a kink where no gradient tolerance is reachable. Use solver='gd' "
-                         f"(the paper's training) for probe='mlp'.")
+                         f"(the paper's training) for probe='mlp', or a smooth activation='gelu' or 'softplus'.")
     o["weight_decay"] = check_positive(o["weight_decay"], name="weight_decay", allow_zero=not strict)
     if o["prior_precision"] is not None:
         o["prior_precision"] = check_positive(o["prior_precision"], name="prior_precision")
@@ -219,3 +226,51 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
         raise ValueError(f"ids has {len(ids)} entries for {n} samples; pass one id per sample.")
     return ids
 
+
+def _run_identity(options: dict, X: np.ndarray, Y: np.ndarray, dtype: str) -> dict:
+    """What makes two runs the same run: options and a fingerprint of the data."""
+    digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(Y).tobytes()).hexdigest()
+    return {**options, "dtype": dtype, "data_sha256": digest}
+
+
+def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = 0.01, prior_precision: float | None = None,
+                device: str | torch.device = "cpu", n_classes: int | None = None) -> dict[str, float]:
+    """The LSI of a sample that carries no information: the floor the bulk of the samples sits on.
+
+    Leaving out a sample j whose gradient and curvature at ``theta_D`` are zero
+    still changes two things, both through the weight decay (linear probe,
+    diagonal Hessian, converged tier to first order in 1/n):
+
+    * **the prior of the posterior** (only with the default prior ``m * lambda``):
+      ``P_{D\\j} = P_D - lambda`` at fixed parameters, so ``r_k = 1 - lambda / p0_k`` and the
+      covariance term is ``1/2 sum_k (d_k - log1p(d_k))`` with ``d_k = -lambda / p0_k``, about
+      ``1/4 sum_k (lambda / p0_k)^2 <= K / (4 n^2)`` since ``p0_k >= n lambda`` (``cov_prior``, ``bound``);
+    * **the weight of the weight decay in the mean objective**: the leave-one-out
+      gradient at ``theta_D`` is ``-(lambda theta_D + g_j) / m``, so even ``g_j = 0`` moves the
+      optimum by ``delta = M^-1 lambda theta_D / m`` (``m = n - 1``, ``M`` the mean Hessian). The
+      mean term is ``1/2 sum_k p1_k delta_k^2``, and the other samples' curvature, evaluated at
+      ``theta_D + delta``, adds to the covariance term.
+
+    With a fixed ``prior_precision`` (the authors' 1) ``cov_prior`` vanishes and
+    the rest remains. Returns ``mean``, ``cov``, ``total`` (their sum), ``cov_prior``
+    and ``bound``; one Newton step, no leave-one-out solve. It is not a strict lower
+    bound: a sample whose gradient points against ``lambda theta_D`` cancels part of the
+    shift and can score below it.
+    """
+    X = check_features(features)
+    Y, C = check_labels(labels, len(X), n_classes=n_classes)
+    options = _check_options(solver="converged", hessian="diag", probe="linear", hidden=1, activation="relu",
+                             epochs=1, lr=1.0, momentum=0.0, weight_decay=weight_decay,
+                             prior_precision=prior_precision, seed=0, tol=1e-10)
+    device = batching.resolve_device(device)
+    Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
+    engine = _Engine(make_probe("linear", X.shape[1], C), Xt, torch.as_tensor(Y, device=device), options)
+    n, lam = len(X), options["weight_decay"]
+    delta = torch.cholesky_solve((lam * engine.theta_D / (n - 1))[:, None], engine.factor).T
+    ones = torch.ones(1, n, dtype=torch.float64, device=device)
+    P1 = curvature.precision("diag", engine.probe, engine.theta_D + delta, Xt, ones, engine._prior(n - 1, 1))
+    mean, cov = kl_terms(engine.P0, P1, delta)
+    _, prior_part = kl_terms(engine.P0, curvature.Diag(engine.P0.ggn, engine._prior(n - 1, 1)), 0 * delta)
+    K = engine.probe.n_params
+    return {"cov": float(cov[0]), "mean": float(mean[0]), "total": float(mean[0] + cov[0]),
+            "cov_prior": float(prior_part[0]), "bound": K / (4 * n ** 2), "n": n, "n_params": K}

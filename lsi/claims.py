@@ -223,12 +223,16 @@ def ratio_near(measured: float, expected: float, *, what: str = "the ratio") -> 
 
     yes: within the tolerance. partly: on the same side of 1 as ``expected``
     but outside the tolerance. no: on the other side of 1 (the effect has the
-    wrong direction) or exactly 1.
+    wrong direction) or exactly 1. With ``expected == 1`` ("the two are alike")
+    a measured ratio outside the tolerance is a plain no.
     """
     if not (measured > 0 and expected > 0):
         raise ValueError(f"ratios must be positive, got measured={measured}, expected={expected}.")
     if expected / RATIO_TOLERANCE <= measured <= expected * RATIO_TOLERANCE:
         return Verdict(YES, rule="ratio_near")
+    if expected == 1:  # "the two are alike": there is no direction to get wrong, only a distance
+        return Verdict(NO, f"{what} is {measured:.3g}, not within a factor {RATIO_TOLERANCE:g} of 1",
+                       rule="ratio_near")
     if (measured - 1) * (expected - 1) > 0:
         size = "smaller" if abs(math.log(measured)) < abs(math.log(expected)) else "larger"
         return Verdict(PARTLY, f"{what} is {measured:.3g}, the right direction but {size} than "

@@ -10,7 +10,7 @@ class Probe(str, Enum):
     LINEAR = "linear"
     """Multinomial logistic regression: one ``Linear(d -> C)`` layer."""
     MLP = "mlp"
-    """``Linear(d -> h)``, ReLU, ``Linear(h -> C)``."""
+    """``Linear(d -> h)``, an activation (ReLU, the paper's; or GELU / softplus), ``Linear(h -> C)``."""
 
 
 class Solver(str, Enum):

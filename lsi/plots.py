@@ -245,6 +245,19 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
     return Figure(chart.properties(width=_WIDTH, height=_HEIGHT))
 
 
+def intervals(frame: pd.DataFrame, x: str, y: str = "median", *, low: str = "low", high: str = "high",
+              color: str | None = None, logy: bool = True, title: str = "") -> Figure:
+    """Points with interval bars (e.g. medians with bootstrap intervals) per category ``x``."""
+    scale = alt.Scale(type="log") if logy else alt.Scale(zero=False)
+    base = alt.Chart(frame, title=title)
+    colour = {"color": alt.Color(f"{color}:N")} if color else {}
+    bars = base.mark_rule().encode(x=alt.X(f"{x}:N", sort=None), y=alt.Y(f"{low}:Q", scale=scale, title=y),
+                                   y2=f"{high}:Q", **colour)
+    points = base.mark_point(filled=True, size=60).encode(x=alt.X(f"{x}:N", sort=None),
+                                                          y=alt.Y(f"{y}:Q", scale=scale), **colour)
+    return Figure((bars + points).properties(width=_WIDTH, height=_HEIGHT))
+
+
 def _positive(values: np.ndarray, name: str) -> np.ndarray:
     bad = ~(values > 0)
     if bad.any():

@@ -139,9 +139,11 @@ class Probe:
         gradient = grad(lambda t: (self.ce(t[None], X, Y)[0] * w).sum())
         return vmap(lambda v: jvp(gradient, (theta,), (v,))[1])(V)
 
-    def hessian(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor) -> Tensor:
-        """Exact Hessian of ``sum_j w_j CE_j`` at one ``theta``, dense ``(K, K)``."""
-        return torch.func.hessian(lambda t: (self.ce(t[None], X, Y)[0] * w).sum())(theta)
+    def hessian(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *, chunk: int = 256) -> Tensor:
+        """Exact Hessian of ``sum_j w_j CE_j`` at one ``theta``, dense ``(K, K)``, from Hessian-vector
+        products with ``chunk`` basis vectors at a time (bounded memory for wide probes)."""
+        eye = torch.eye(self.n_params, dtype=theta.dtype, device=theta.device)
+        return torch.cat([self.hvp(theta, X, Y, w, eye[s:s + chunk]) for s in range(0, self.n_params, chunk)])
 
     def per_sample_grads(self, theta: Tensor, X: Tensor, Y: Tensor) -> Tensor:
         """``grad CE_j(theta)`` for every sample, ``(n, K)``."""
@@ -251,11 +253,36 @@ class LinearProbe(Probe):
         return (_augment(X)[:, :, None] * p[:, None, :]).reshape(len(X), -1)
 
 
-class MLPProbe(Probe):
-    """One hidden ReLU layer: ``logits = [relu([x, 1] W1), 1] W2``."""
+ACTIVATIONS = ("relu", "gelu", "softplus")
+"""Hidden-layer activations of :class:`MLPProbe`: the paper's ReLU, or a smooth one."""
 
-    def __init__(self, n_features: int, n_classes: int, hidden: int):
+
+def activation_and_slope(name: str, Z: Tensor) -> tuple[Tensor, Tensor]:
+    """``phi(Z)`` and ``phi'(Z)`` for an activation of :data:`ACTIVATIONS` (exact GELU, softplus with beta 1)."""
+    if name == "relu":
+        return torch.relu(Z), (Z > 0).to(Z.dtype)
+    if name == "softplus":
+        return torch.nn.functional.softplus(Z), torch.sigmoid(Z)
+    if name == "gelu":
+        cdf = 0.5 * (1 + torch.erf(Z / math.sqrt(2)))
+        return Z * cdf, cdf + Z * torch.exp(-0.5 * Z * Z) / math.sqrt(2 * math.pi)
+    raise ValueError(f"activation={name!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
+
+
+class MLPProbe(Probe):
+    """One hidden layer: ``logits = [phi([x, 1] W1), 1] W2``, ``phi`` ReLU (the paper's) by default.
+
+    A smooth ``phi`` (``"gelu"``, ``"softplus"``) makes the objective twice
+    differentiable everywhere, so a strict local minimum can be solved to a
+    gradient tolerance: the ``converged`` tier then applies (it is refused for
+    ReLU, whose optimum may sit on a kink).
+    """
+
+    def __init__(self, n_features: int, n_classes: int, hidden: int, activation: str = "relu"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
         self.n_features, self.n_classes, self.hidden = n_features, n_classes, hidden
+        self.activation = activation
         self.n_first = (n_features + 1) * hidden
         self.n_params = self.n_first + (hidden + 1) * n_classes
 
@@ -278,39 +305,40 @@ class MLPProbe(Probe):
     def _forward(self, theta, X):
         W1, W2 = self.weights(theta)
         Z = _fold_matmul(_augment(X), W1).transpose(0, 1)
-        H = _augment(torch.relu(Z))
-        return Z, H, W2, H @ W2
+        A, slope = activation_and_slope(self.activation, Z)
+        H = _augment(A)
+        return slope, H, W2, H @ W2
 
     def logits(self, theta, X):
         return self._forward(theta, X)[3]
 
     def grad(self, theta, X, Y, w):
-        Z, H, W2, logits = self._forward(theta, X)
+        slope, H, W2, logits = self._forward(theta, X)
         R = torch.softmax(logits, -1)
         R[:, torch.arange(len(Y), device=Y.device), Y] -= 1
         R = w[..., None] * R
         g2 = H.transpose(1, 2) @ R
-        delta = (R @ W2[:, :-1].transpose(1, 2)) * (Z > 0)
+        delta = (R @ W2[:, :-1].transpose(1, 2)) * slope
         g1 = _fold_matmul_t(_augment(X), delta.transpose(0, 1))
         return torch.cat([g1.reshape(len(theta), -1), g2.reshape(len(theta), -1)], 1)
 
     def ggn_diag(self, theta, X, w):
-        """Layer 2: ``sum w h_k^2 Lambda_cc``; layer 1: ``sum w x_m^2 1[z_k>0] (W2 Lambda W2^T)_kk``."""
-        Z, H, W2, logits = self._forward(theta, X)
+        """Layer 2: ``sum w h_k^2 Lambda_cc``; layer 1: ``sum w x_m^2 phi'(z_k)^2 (W2 Lambda W2^T)_kk``."""
+        slope, H, W2, logits = self._forward(theta, X)
         P = torch.softmax(logits, -1)
         V = W2[:, :-1]                                             # (B, h, C)
         q = P @ (V * V).transpose(1, 2) - (P @ V.transpose(1, 2)) ** 2
-        d1 = _fold_matmul_t(_augment(X) ** 2, (w[..., None] * (Z > 0) * q).transpose(0, 1))
+        d1 = _fold_matmul_t(_augment(X) ** 2, (w[..., None] * slope * slope * q).transpose(0, 1))
         d2 = (H * H).transpose(1, 2) @ (w[..., None] * (P - P * P))
         return torch.cat([d1.reshape(len(theta), -1), d2.reshape(len(theta), -1)], 1)
 
     def kfac(self, theta, X, w):
         """Per layer ``A = sum w a a^T`` (inputs), ``G = sum w B^T Lambda B / sum w`` (output curvature)."""
-        Z, H, W2, logits = self._forward(theta[None], X)
-        Z, H, W2, p = Z[0], H[0], W2[0], torch.softmax(logits[0], -1)
+        slope, H, W2, logits = self._forward(theta[None], X)
+        slope, H, W2, p = slope[0], H[0], W2[0], torch.softmax(logits[0], -1)
         Xa = _augment(X)
         V = W2[:-1]                                                 # (h, C)
-        Bj = (Z > 0)[:, :, None] * V[None]                          # (n, h, C): d logits / d z
+        Bj = slope[:, :, None] * V[None]                            # (n, h, C): d logits / d z
         lam_B = softmax_curvature_apply(p[:, None, :], Bj)          # (n, h, C)
         G1 = torch.einsum("j,jkc,jlc->kl", w, Bj, lam_B) / w.sum()
         return [(Xa.T @ (w[:, None] * Xa), G1), (H.T @ (w[:, None] * H), _mean_softmax_curvature(p, w))]
@@ -361,12 +389,13 @@ def _linear_block(n_in: int, n_out: int, generator: torch.Generator, dtype) -> T
     return torch.cat([weight.T, bias[None]])
 
 
-def make_probe(kind: str | torch.nn.Module, n_features: int, n_classes: int, hidden: int = 32) -> Probe:
-    """The front door: ``"linear"``, ``"mlp"`` or a module (generic path)."""
+def make_probe(kind: str | torch.nn.Module, n_features: int, n_classes: int, hidden: int = 32,
+               activation: str = "relu") -> Probe:
+    """The front door: ``"linear"``, ``"mlp"`` (hidden ``activation``) or a module (generic path)."""
     if isinstance(kind, torch.nn.Module):
         return ModuleProbe(kind, n_classes)
     builders = {"linear": lambda: LinearProbe(n_features, n_classes),
-                "mlp": lambda: MLPProbe(n_features, n_classes, hidden)}
+                "mlp": lambda: MLPProbe(n_features, n_classes, hidden, activation)}
     if kind not in builders:
         raise ValueError(f"probe={kind!r} is not valid; choose 'linear', 'mlp' or pass a torch.nn.Module.")
     return builders[kind]()

@@ -170,7 +170,8 @@ def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor
     when ``theta_{D\\i}`` is close to ``theta_D``; converged samples leave the
     batch. A sample still unconverged after ``chord_iter`` iterations (one that
     moves the optimum far, typical of small data sets) continues with exact,
-    damped Newton steps on its own Hessian.
+    damped Newton steps on its own Hessian (from ``theta_D`` again if the chord
+    iterations increased its objective, which can happen for a non-convex probe).
     """
     n, B = len(X), len(excluded)
     hessian = LeaveOneOutHessian(probe, theta_D, factor, X, excluded)
@@ -188,7 +189,11 @@ def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor
         if iteration < chord_iter:
             delta[active] -= hessian.solve(g, active)
     for row in active.tolist():
-        delta[row], norms[row] = _newton(probe, theta_D, delta[row], X, Y, w[row], weight_decay, tol, max_iter)
+        start = delta[row]
+        if _objective(probe, theta_D + start, X, Y, w[row], weight_decay) > _objective(probe, theta_D, X, Y, w[row],
+                                                                                       weight_decay):
+            start = torch.zeros_like(start)  # the chord iterations went uphill (non-convex probe): restart at theta_D
+        delta[row], norms[row] = _newton(probe, theta_D, start, X, Y, w[row], weight_decay, tol, max_iter)
     return LeaveOneOut(delta, norms)
 
 
@@ -202,7 +207,8 @@ def _newton(probe: Probe, theta_D: Tensor, delta: Tensor, X: Tensor, Y: Tensor, 
         g = objective_grad(probe, theta[None], X, Y, w[None], weight_decay)[0]
         if g.norm() <= tol:
             return delta, g.norm()
-        step = -torch.linalg.solve(probe.hessian(theta, X, Y, w) / m + weight_decay * eye, g)
+        step = -torch.cholesky_solve(g[:, None], _damped_cholesky(probe.hessian(theta, X, Y, w) / m
+                                                                  + weight_decay * eye))[:, 0]
         value, t = _objective(probe, theta, X, Y, w, weight_decay), 1.0
         while (-(g @ step) > 1e3 * torch.finfo(value.dtype).eps * value.abs()
                and _objective(probe, theta + t * step, X, Y, w, weight_decay) > value + 1e-4 * t * (g @ step)):
@@ -212,6 +218,19 @@ def _newton(probe: Probe, theta_D: Tensor, delta: Tensor, X: Tensor, Y: Tensor, 
         f"A leave-one-out solve did not reach gradient norm {tol:g} in {max_iter} Newton steps "
         f"(reached {float(g.norm()):.3g}). The probe may be non-convex here; use solver='gd' or a larger weight_decay."
     )
+
+
+def _damped_cholesky(H: Tensor) -> Tensor:
+    """Cholesky factor of ``H + mu I`` with the smallest ``mu`` in 0, 1e-8, 1e-7, ... (times the scale of ``H``)
+    that makes it positive definite, so that a Newton step on a non-convex objective is a descent direction
+    and a line search cannot walk into a saddle or another basin."""
+    scale, mu = float(H.diagonal().abs().max()), 0.0
+    eye = torch.eye(len(H), dtype=H.dtype, device=H.device)
+    while True:
+        factor, info = torch.linalg.cholesky_ex(H + mu * scale * eye)
+        if int(info) == 0:
+            return factor
+        mu = 1e-8 if mu == 0 else 10 * mu
 
 
 def newton_step(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, Y: Tensor, excluded: Tensor,

@@ -153,6 +153,65 @@ def test_metadata_is_attached_and_saved(tmp_path):
     assert back.attrs["lsi"]["options"] == meta["options"]
 
 
+def test_float32_runs_and_is_close_to_float64():
+    X, y = blobs(40, 4, 3)
+    f64 = lsi.compute_lsi(X, y, solver="gd", epochs=100, progress=False)
+    f32 = lsi.compute_lsi(X, y, solver="gd", epochs=100, dtype="float32", progress=False)
+    assert spearmanr(f64["lsi"], f32["lsi"]).statistic >= 0.9
+
+
+def test_converged_smooth_mlp_equals_an_independent_solve():
+    """GELU MLP, converged tier: scipy BFGS optima, autograd precisions and an mpmath KL agree."""
+    from scipy.optimize import minimize
+
+    X, y = blobs(30, 3, 3, seed=2)
+    n, d, C, h, lam = len(X), X.shape[1], 3, 4, HYPER["weight_decay"]
+    table = lsi.compute_lsi(X, y, probe="mlp", hidden=h, activation="gelu", hessian="full", tol=1e-11,
+                            indices=[0, 17], progress=False, **HYPER)
+    probe = lsi.probes.MLPProbe(d, C, h, "gelu")
+    Xt, Yt = torch.tensor(X), torch.tensor(y)
+
+    def solve(keep, start):
+        def f(t):
+            t = torch.tensor(t, requires_grad=True)
+            value = probe.ce(t[None], Xt[keep], Yt[keep])[0].mean() + 0.5 * lam * t.dot(t)
+            value.backward()
+            return float(value), t.grad.numpy()
+        return minimize(f, start, jac=True, method="BFGS", options={"gtol": 1e-12, "maxiter": 10000}).x
+
+    everyone = np.ones(n, bool)
+    theta_D = solve(everyone, probe.init(0, dtype=torch.float64, device="cpu").numpy())
+    logits = lambda t, x: probe.logits(t[None], x)[0]
+    P0 = reference.dense_precision(logits, torch.tensor(theta_D), Xt, n * lam).numpy()
+    for i, value in zip(table["index"], table["lsi"]):
+        keep = everyone.copy()
+        keep[i] = False
+        theta_i = solve(keep, theta_D)
+        P1 = reference.dense_precision(logits, torch.tensor(theta_i), Xt[keep], (n - 1) * lam).numpy()
+        assert value == pytest.approx(reference.kl_gaussians(theta_D, P0, theta_i, P1), rel=1e-5)
+
+
+def test_relu_mlp_is_refused_by_the_converged_tier_and_smooth_ones_are_not():
+    X, y = blobs(20, 3, 2)
+    with pytest.raises(ValueError, match="activation='gelu' or 'softplus'"):
+        lsi.compute_lsi(X, y, probe="mlp", solver="converged", progress=False)
+    table = lsi.compute_lsi(X, y, probe="mlp", activation="softplus", hidden=3, indices=[0], progress=False)
+    assert table["grad_norm"].max() <= 1e-10
+
+
+@pytest.mark.parametrize("prior", [None, 1.0])
+def test_null_sample_lsi_is_the_lsi_of_a_sample_without_gradient_or_curvature(prior):
+    """A sample deep inside its class (softmax ~ 1: no gradient, no curvature) scores the closed-form floor."""
+    X, y = blobs(200, 4, 3, seed=3)
+    far = 40 * X[y == 1].mean(0, keepdims=True)
+    X, y = np.vstack([X, far]), np.append(y, 1)
+    table = lsi.compute_lsi(X, y, prior_precision=prior, indices=[len(X) - 1], progress=False)
+    floor = lsi.null_sample_lsi(X, y, prior_precision=prior)
+    assert table["lsi"].iloc[0] == pytest.approx(floor["total"], rel=1e-2)  # one Newton step: 0.25% measured at n=201
+    assert floor["cov_prior"] <= floor["bound"]
+    assert (floor["cov_prior"] == 0) == (prior is not None)
+
+
 def test_float32_gd_is_close_to_float64():
     """gd tier on 40 of 300 digits, 1000 epochs; measured Spearman 1.0, relative difference max 0.0095, median 0.0017."""
     X, y = digits_subset(300)

@@ -122,6 +122,9 @@ def test_plots_render_offline():
     gallery = plots.text_gallery(pd.DataFrame({"class": ["pos"], "end": ["lowest"], "lsi": [0.1], "id": [0]}),
                                  {0: "<script>x</script> " + "word " * 500}, max_chars=50).data
     assert "&lt;script&gt;" in gallery and "…" in gallery
+    medians = pd.DataFrame({"group": ["a", "b"], "median": [1e-3, 1e-2], "low": [5e-4, 8e-3], "high": [2e-3, 3e-2]})
+    svg = plots.intervals(medians, "group")._repr_mimebundle_()["image/svg+xml"]
+    assert svg.startswith("<svg") and svg.count("<line") + svg.count("<path") >= 2
 
 
 def test_image_gallery_is_a_png_of_the_real_images():

@@ -72,6 +72,12 @@ def test_ratio_near_on_both_sides_of_the_tolerance(measured, expected):
     assert claims.ratio_near(measured, 10.0).status == expected
 
 
+@pytest.mark.parametrize("measured, expected", [(1.49, "yes"), (0.67, "yes"), (1.51, "no"), (0.66, "no")])
+def test_ratio_near_one_means_alike(measured, expected):
+    verdict = claims.ratio_near(measured, 1.0, what="the ratio")
+    assert verdict.status == expected and "other way" not in verdict.detail
+
+
 def test_ratio_near_rejects_non_positive():
     with pytest.raises(ValueError):
         claims.ratio_near(-1.0, 10.0)

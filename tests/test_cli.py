@@ -145,3 +145,13 @@ def test_sui_measure_through_the_same_command(features_file, tmp_path):
                 "--indices", "0:10", "--out", out, "--quiet") == 0
     table = lsi.load_table(out)
     assert len(table) == 10 and (table["sui_weight"] >= 0).all()
+
+
+def test_smooth_mlp_activation_from_the_command_line(features_file, tmp_path):
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--features", features_file, "--probe", "mlp", "--hidden", "3", "--activation", "gelu",
+                "--indices", "0:3", "--out", out, "--quiet") == 0
+    table = lsi.load_table(out)
+    assert table.attrs["lsi"]["options"]["activation"] == "gelu" and table["grad_norm"].max() <= 1e-10
+    assert _run("compute", "--features", features_file, "--probe", "mlp", "--out", tmp_path / "x.parquet",
+                "--quiet") == 2  # ReLU with the converged default is refused with a message

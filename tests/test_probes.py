@@ -19,10 +19,11 @@ def _problem(probe, n=23, d=5, seed=0):
     return X, Y, theta, w
 
 
-PROBES = [LinearProbe(5, 3), MLPProbe(5, 4, 6)]
+PROBES = [LinearProbe(5, 3), MLPProbe(5, 4, 6), MLPProbe(5, 4, 6, "gelu"), MLPProbe(5, 4, 6, "softplus")]
+IDS = ["linear", "mlp", "mlp-gelu", "mlp-softplus"]
 
 
-@pytest.mark.parametrize("probe", PROBES, ids=["linear", "mlp"])
+@pytest.mark.parametrize("probe", PROBES, ids=IDS)
 def test_closed_forms_match_torch_func(probe):
     X, Y, theta, w = _problem(probe)
     torch.testing.assert_close(probe.grad(theta, X, Y, w), Probe.grad(probe, theta, X, Y, w))
@@ -47,7 +48,7 @@ def test_linear_hessian_is_the_ggn():
     torch.testing.assert_close(probe.hessian(theta[0], X, Y, w[0]), Probe.hessian(probe, theta[0], X, Y, w[0]))
 
 
-@pytest.mark.parametrize("probe", PROBES, ids=["linear", "mlp"])
+@pytest.mark.parametrize("probe", PROBES, ids=IDS)
 def test_kfac_is_exact_for_one_sample(probe):
     X, Y, theta, _ = _problem(probe)
     w = torch.zeros(len(X))
@@ -88,7 +89,32 @@ def test_unknown_probe_is_a_clear_error():
         make_probe("cnn", 3, 2)
 
 
-@pytest.mark.parametrize("probe", PROBES, ids=["linear", "mlp"])
+@pytest.mark.parametrize("activation, module", [("relu", torch.nn.ReLU()), ("gelu", torch.nn.GELU()),
+                                                ("softplus", torch.nn.Softplus())])
+def test_mlp_activations_match_torch_modules(activation, module):
+    """The probe's logits equal nn.Sequential(Linear, <activation>, Linear) with the same weights."""
+    probe = MLPProbe(5, 3, 4, activation)
+    theta = probe.init(2, dtype=torch.float64, device="cpu")
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 4), module, torch.nn.Linear(4, 3)).double()
+    X = 2 * torch.randn(9, 5)
+    torch.testing.assert_close(probe.logits(theta[None], X)[0], net(X))
+
+
+def test_unknown_activation_is_a_clear_error():
+    with pytest.raises(ValueError, match="activation='tanh' is not valid"):
+        make_probe("mlp", 3, 2, 4, "tanh")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_chunked_hessian_equals_torch_func_hessian(activation):
+    probe = MLPProbe(5, 3, 4, activation)
+    X, Y, theta, w = _problem(probe)
+    dense = torch.func.hessian(lambda t: (probe.ce(t[None], X, Y)[0] * w[1]).sum())(theta[1])
+    torch.testing.assert_close(probe.hessian(theta[1], X, Y, w[1], chunk=7), dense)
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=IDS)
 def test_init_leaves_the_global_random_state_alone(probe):
     torch.manual_seed(123)
     expected = torch.rand(4)
@@ -109,7 +135,7 @@ def test_init_draws_nn_linear_default_weights():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-@pytest.mark.parametrize("probe", PROBES, ids=["linear", "mlp"])
+@pytest.mark.parametrize("probe", PROBES, ids=IDS)
 def test_cuda_and_cpu_start_from_the_same_weights(probe):
     cpu = probe.init(0, dtype=torch.float64, device="cpu")
     cuda = probe.init(0, dtype=torch.float64, device="cuda")

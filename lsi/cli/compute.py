@@ -9,9 +9,10 @@ import numpy as np
 
 from lsi.api import compute_lsi
 from lsi.defaults import LSI, PAPER, SUI
+from lsi.probes import ACTIVATIONS
 from lsi.results import save_table
 
-DEFAULTS = {**LSI, **PAPER}
+DEFAULTS = {**LSI, **PAPER, "activation": "relu"}
 
 
 def register(subparsers) -> None:
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
                         help="SUI only: L2 regularisation of the linearised network (needed when the kernel is singular)")
     parser.add_argument("--probe", choices=["linear", "mlp"], default=DEFAULTS["probe"])
     parser.add_argument("--hidden", type=int, default=DEFAULTS["hidden"], help="MLP hidden width")
+    parser.add_argument("--activation", choices=list(ACTIVATIONS), default=DEFAULTS["activation"],
+                        help="MLP hidden activation; relu (the paper's) needs --solver gd, gelu/softplus also "
+                             "work with converged")
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="epochs of the gd solver")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
@@ -92,7 +96,8 @@ def run(args) -> int:
         table = compute_sui_features(X, y, probe=args.probe, hidden=args.hidden, l2=args.l2,
                                      memory_budget=args.memory_budget, checkpoint=str(checkpoint), **common)
     else:
-        table = compute_lsi(X, y, probe=args.probe, hidden=args.hidden, solver=args.solver, hessian=args.hessian,
+        table = compute_lsi(X, y, probe=args.probe, hidden=args.hidden, activation=args.activation,
+                            solver=args.solver, hessian=args.hessian,
                             epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                             weight_decay=args.weight_decay, prior_precision=args.prior_precision,
                             memory_budget=args.memory_budget, checkpoint=checkpoint, **common)

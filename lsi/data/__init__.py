@@ -106,6 +106,29 @@ def load_dataset(name: str, split: str = "train", *, limit: int | None = None, s
     return apply_limit(ds, limit, seed)
 
 
+def availability(name: str, split: str = "train", *, root: str | Path | None = None) -> str | None:
+    """``None`` if ``name``/``split`` can be loaded now without a download, else why not and how to get it.
+
+    Chapters call this to skip a section (or themselves) with a clear note
+    instead of failing. It never downloads: ``LSI_OFFLINE`` is set while it looks.
+    """
+    import os
+
+    get_spec(name)
+    before = os.environ.get("LSI_OFFLINE")
+    os.environ["LSI_OFFLINE"] = "1"
+    try:
+        load_dataset(name, split, root=root)
+    except (SourceUnavailableError, FileNotFoundError) as error:
+        return str(error)
+    finally:
+        if before is None:
+            os.environ.pop("LSI_OFFLINE", None)
+        else:
+            os.environ["LSI_OFFLINE"] = before
+    return None
+
+
 def digits_pixels(limit: int | None = None, seed: int = 0):
     """The embedded digits as one feature array: ``(features, labels, ids)``.
 
@@ -120,5 +143,5 @@ def digits_pixels(limit: int | None = None, seed: int = 0):
     return ds.images.reshape(len(ds), -1).astype(np.float64) / 255.0, ds.labels, ds.ids
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "digits_pixels",
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "availability", "digits_pixels",
            "get_spec", "load_dataset", "select_classes", "stratified_positions", "stratified_split", "to_pil"]

@@ -66,7 +66,11 @@ def _torchvision_cifar(name: str, split: str) -> Dataset:
     try:
         data = cls(str(root), train=split == "train", download=False)
     except RuntimeError:
-        require_online(f"{name} ({split})", CIFAR_HOST, mirror_hint(name))
+        how = mirror_hint(name) if name == "cifar10" else (
+            f"Download https://{CIFAR_HOST}/~kriz/cifar-100-python.tar.gz and extract it into {root} "
+            f"(torchvision's layout: {root}/cifar-100-python/train; set LSI_DOWNLOADS to use another folder), "
+            f"or run once on a machine with internet access, which downloads it there.")
+        require_online(f"{name} ({split})", CIFAR_HOST, how)
         data = cls(str(root), train=split == "train", download=True)
     return Dataset(name, split, "image", np.arange(len(data.targets)),
                    np.asarray(data.targets, dtype=np.int64), list(data.classes),
@@ -161,10 +165,13 @@ def _fastai_imagenet_subset(name: str, wnids: dict[str, str], split: str) -> Dat
 
     archive = f"{name}2-320"
     folder = download_root() / name / archive
+    url = f"https://s3.amazonaws.com/fast-ai-imageclas/{archive}.tgz"
     if not (folder / split).is_dir():
-        require_online(f"{name} ({split})", FASTAI_HOST, mirror_hint(name))
-        download_and_extract_archive(f"https://s3.amazonaws.com/fast-ai-imageclas/{archive}.tgz",
-                                     str(folder.parent))
+        require_online(f"{name} ({split})", FASTAI_HOST,
+                       f"Download {url} and extract it into {folder.parent} (so that {folder}/train and "
+                       f"{folder}/val exist; set LSI_DOWNLOADS to use another folder), or run once on a "
+                       f"machine with internet access, which downloads it there.")
+        download_and_extract_archive(url, str(folder.parent))
     return _folder_dataset(name, split, folder, wnids, f"official:{folder}")
 
 

@@ -1,0 +1,211 @@
+"""The paper's experiments as functions over :func:`lsi.compute_lsi`: the chapters call these.
+
+* :func:`lsi_vs_size` - LSI of the *same* samples inside nested data sets of growing
+  size (App. F, Fig. 1): only the scored samples are left out, so the cost grows with
+  the set but not with the number of scores.
+* :func:`regime_slopes` - log-log slopes of median LSI against n, fitted separately
+  below the parameter count and far above it.
+* :func:`feature_noise_sweep` - Gaussian noise on one class's features at several
+  variances, LSI of every class (Fig. 7 right).
+* :func:`label_flip_run` - LSI with a fraction of labels flipped (Fig. 5), flagged.
+* :func:`binary_task` and :func:`probe_accuracy` - equal-size two-class tasks of
+  different difficulty and the held-out accuracy of the same probe.
+* :func:`median_intervals` - per-group medians with bootstrap intervals (Fig. 7 left).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lsi import corruptions, training
+from lsi.analysis import bootstrap_interval
+from lsi.api import compute_lsi
+from lsi.data import stratified_positions
+from lsi.probes import LinearProbe
+from lsi.validation import check_features, check_labels
+
+FAR_ABOVE = 4
+"""n counts as far above the parameter count K from n >= FAR_ABOVE * K (fixed before any run)."""
+
+
+def nested_order(labels: Sequence[int], n_scored: int, *, seed: int = 0) -> np.ndarray:
+    """Positions ordered so that every prefix of length >= ``n_scored`` is a nested data set.
+
+    The first ``n_scored`` positions are a stratified random subset (the samples
+    that are scored at every size); the rest follow in a seeded random order.
+    """
+    labels = np.asarray(labels)
+    scored = stratified_positions(labels, n_scored, seed=seed)
+    rest = np.setdiff1d(np.arange(len(labels)), scored)
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(scored), rng.permutation(rest)])
+
+
+def lsi_vs_size(features: Any, labels: Any, sizes: Sequence[int], *, n_scored: int = 250, seeds: Sequence[int] = (0,),
+                ids: Any = None, **options) -> pd.DataFrame:
+    """LSI of the same ``n_scored`` samples inside nested data sets of each size in ``sizes``.
+
+    For each seed, :func:`nested_order` fixes the scored samples and the order in
+    which the others join; the data set of size n is the first n positions. Returns
+    one row per (seed, size, scored sample): ``seed, n, id, label, lsi, kl_mean, kl_cov``,
+    plus the run's parameter count in ``attrs["n_params"]``.
+    """
+    X = check_features(features)
+    Y, C = check_labels(labels, len(X))
+    ids = np.arange(len(X)) if ids is None else np.asarray(ids)
+    sizes = sorted(int(n) for n in sizes)
+    if sizes[0] < n_scored or sizes[-1] > len(X):
+        raise ValueError(f"sizes must lie in [n_scored={n_scored}, {len(X)}]; got {sizes[0]}..{sizes[-1]}.")
+    tables = []
+    for seed in seeds:
+        order = nested_order(Y, n_scored, seed=seed)
+        for n in sizes:
+            rows = order[:n]
+            table = compute_lsi(X[rows], Y[rows], ids=ids[rows], indices=np.arange(n_scored), n_classes=C,
+                                seed=seed, progress=False, **options)
+            tables.append(table[["id", "label", "lsi", "kl_mean", "kl_cov"]].assign(seed=seed, n=n))
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["n_params"] = (X.shape[1] + 1) * C
+    return out
+
+
+def regime_slopes(medians: pd.DataFrame, n_params: int, *, x: str = "n", y: str = "lsi") -> dict[str, float]:
+    """Slopes of log10 ``y`` against log10 ``x`` below (n <= K) and far above (n >= FAR_ABOVE K) the
+    parameter count K; NaN where a regime has fewer than two sizes. A slope of -1 is LSI ~ 1/n."""
+    out = {}
+    for name, keep in (("below", medians[x] <= n_params), ("far_above", medians[x] >= FAR_ABOVE * n_params)):
+        part = medians[keep]
+        out[name] = (float(np.polyfit(np.log10(part[x]), np.log10(part[y]), 1)[0])
+                     if part[x].nunique() >= 2 else float("nan"))
+        out[f"{name}_sizes"] = int(part[x].nunique())
+    return out
+
+
+def feature_noise_sweep(features: Any, labels: Any, target_class: int, variances: Sequence[float], *,
+                        seed: int = 0, **options) -> pd.DataFrame:
+    """LSI of every scored sample with ``N(0, variance)`` noise on the features of ``target_class``.
+
+    One LSI run per variance (variance 0 is the clean set); returns the runs'
+    tables stacked with a ``variance`` column and ``noisy`` (the sample's class is the target).
+    """
+    X = check_features(features)
+    Y, _ = check_labels(labels, len(X))
+    tables = []
+    for variance in variances:
+        noisy = corruptions.add_feature_noise(X, Y, target_class, variance, seed=seed).values
+        table = compute_lsi(noisy, Y, seed=seed, progress=False, **options)
+        tables.append(table.assign(variance=float(variance), noisy=table["label"].to_numpy() == target_class))
+    return pd.concat(tables, ignore_index=True)
+
+
+def label_flip_run(features: Any, labels: Any, fraction: float = 0.1, *, seed: int = 0, ids: Any = None,
+                   **options) -> pd.DataFrame:
+    """LSI with ``fraction`` of the labels flipped uniformly to another class (:func:`lsi.corruptions.flip_labels`).
+
+    Adds ``flipped`` (bool) and ``clean_label`` to the table; ``label`` is the label trained on.
+    """
+    X = check_features(features)
+    Y, C = check_labels(labels, len(X))
+    flip = corruptions.flip_labels(Y, fraction, n_classes=C, seed=seed)
+    table = compute_lsi(X, flip.values, ids=ids, seed=seed, n_classes=C, progress=False, **options)
+    table["clean_label"] = Y[table["index"].to_numpy()]
+    table["flipped"] = np.isin(table["index"].to_numpy(), flip.changed)
+    return table
+
+
+def binary_task(labels: Sequence[int], negative: Sequence[int], positive: Sequence[int], n_train: int,
+                n_test: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A balanced two-class task from groups of classes: ``(train, test, binary_labels)``.
+
+    ``train`` and ``test`` are disjoint positions into ``labels``, half from each
+    group and stratified over the classes inside a group; ``binary_labels`` has
+    1 for the positive group, 0 for the negative one, -1 elsewhere.
+    """
+    labels = np.asarray(labels)
+    binary = np.full(len(labels), -1)
+    binary[np.isin(labels, list(negative))] = 0
+    binary[np.isin(labels, list(positive))] = 1
+    picks = {"train": [], "test": []}
+    for group in (0, 1):
+        members = np.flatnonzero(binary == group)
+        need = n_train // 2 + n_test // 2
+        if len(members) < need:
+            raise ValueError(f"group {group} has {len(members)} samples, {need} needed for n_train={n_train}, "
+                             f"n_test={n_test}.")
+        chosen = members[stratified_positions(labels[members], need, seed=seed)]
+        chosen = np.random.default_rng(seed).permutation(chosen)
+        picks["train"].append(chosen[:n_train // 2])
+        picks["test"].append(chosen[n_train // 2:need])
+    return np.sort(np.concatenate(picks["train"])), np.sort(np.concatenate(picks["test"])), binary
+
+
+def probe_accuracy(train_features: Any, train_labels: Any, test_features: Any, test_labels: Any, *,
+                   weight_decay: float = 0.01, n_classes: int | None = None) -> dict[str, float]:
+    """Train and held-out accuracy of the linear probe at its exact optimum (the objective LSI uses)."""
+    X, Xt = check_features(train_features), check_features(test_features, name="test_features")
+    Y, C = check_labels(train_labels, len(X), n_classes=n_classes)
+    Yt, _ = check_labels(test_labels, len(Xt), n_classes=C)
+    probe = LinearProbe(X.shape[1], C)
+    X64, Y64 = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Y)
+    theta, _ = training.fit_optimum(probe, probe.init(0, dtype=torch.float64, device="cpu"), X64, Y64,
+                                    weight_decay=weight_decay)
+
+    def accuracy(features, labels):
+        logits = probe.logits(theta[None], torch.as_tensor(features, dtype=torch.float64))[0]
+        return float((logits.argmax(1).numpy() == labels).mean())
+
+    return {"train_accuracy": accuracy(X, Y), "test_accuracy": accuracy(Xt, Yt), "n_train": len(X),
+            "n_test": len(Xt)}
+
+
+def median_intervals(groups: Mapping[str, Sequence[float]], *, seed: int = 0,
+                     confidence: float = 0.95) -> pd.DataFrame:
+    """Median and percentile-bootstrap interval of each group: columns ``group, n, median, low, high``."""
+    rows = []
+    for name, values in groups.items():
+        low, high = bootstrap_interval(values, np.median, confidence=confidence, seed=seed)
+        rows.append({"group": name, "n": len(values), "median": float(np.median(values)), "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+def top_overlap(a: Sequence[float], b: Sequence[float], fraction: float = 0.1) -> float:
+    """Share of the top ``fraction`` of samples by ``a`` that are also in the top ``fraction`` by ``b``."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b differ in shape: {a.shape} vs {b.shape}; score the same samples.")
+    k = max(1, int(round(fraction * len(a))))
+    top_a, top_b = set(np.argsort(-a, kind="stable")[:k]), set(np.argsort(-b, kind="stable")[:k])
+    return len(top_a & top_b) / k
+
+
+def compare_rankings(scores: Mapping[str, Sequence[float]], reference: str, *,
+                     fraction: float = 0.1) -> pd.DataFrame:
+    """Each score against ``scores[reference]`` on the same samples: Spearman, top-``fraction`` overlap
+    (:func:`top_overlap`) and the median relative difference of the values."""
+    from scipy.stats import spearmanr
+
+    ref = np.asarray(scores[reference], float)
+    rows = {}
+    for name, values in scores.items():
+        if name != reference:
+            values = np.asarray(values, float)
+            rows[name] = {"spearman": float(spearmanr(values, ref).statistic),
+                          f"top {fraction:.0%} overlap": top_overlap(values, ref, fraction),
+                          "median relative difference": float(np.median(np.abs(values - ref) / np.abs(ref)))}
+    return pd.DataFrame(rows).T.rename_axis(f"against {reference}")
+
+
+def slope_words(slope: float) -> str:
+    """A log-log slope of LSI against n in words, against the 1/n law (slope -1), within the claims'
+    ratio tolerance (:data:`lsi.claims.RATIO_TOLERANCE`): "about 1/n", "flatter than 1/n" or "steeper than 1/n"."""
+    from lsi.claims import RATIO_TOLERANCE
+
+    if np.isnan(slope):
+        return "not measured (fewer than two sizes in this regime)"
+    if 1 / RATIO_TOLERANCE <= -slope <= RATIO_TOLERANCE:
+        return "about 1/n"
+    return "flatter than 1/n" if -slope < 1 / RATIO_TOLERANCE else "steeper than 1/n"

@@ -1,0 +1,107 @@
+"""The experiment drivers of lsi.experiments, on small synthetic data with hand-checkable answers."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import lsi
+import lsi.corruptions
+from core_data import blobs
+from lsi import experiments
+from lsi.data import availability
+
+
+def test_nested_order_keeps_the_scored_samples_first_and_stratified():
+    labels = np.repeat([0, 1, 2], 20)
+    order = experiments.nested_order(labels, 9, seed=1)
+    assert sorted(order.tolist()) == list(range(60))
+    assert np.bincount(labels[order[:9]]).tolist() == [3, 3, 3]
+    assert set(order[:9]) == set(experiments.nested_order(labels, 9, seed=1)[:9])
+
+
+def test_lsi_vs_size_scores_the_same_samples_and_matches_a_direct_run():
+    X, y = blobs(120, 3, 3, seed=4)
+    table = experiments.lsi_vs_size(X, y, [30, 120], n_scored=30, seeds=[0])
+    assert len({tuple(sorted(group["id"])) for _, group in table.groupby("n")}) == 1
+    order = experiments.nested_order(y, 30, seed=0)
+    direct = lsi.compute_lsi(X[order], y[order], indices=np.arange(30), progress=False)
+    np.testing.assert_allclose(table[table["n"] == 120]["lsi"].to_numpy(), direct["lsi"].to_numpy(), rtol=1e-12)
+    assert table.attrs["n_params"] == 12
+
+
+def test_regime_slopes_recover_known_power_laws():
+    n = np.array([100, 200, 400, 1000, 4000, 8000, 16000])
+    values = np.where(n <= 400, 3.0 * n ** -0.3, 3.0 * 400 ** 0.7 * n ** -1.0)
+    slopes = experiments.regime_slopes(pd.DataFrame({"n": n, "lsi": values}), n_params=400)
+    assert slopes["below"] == pytest.approx(-0.3) and slopes["far_above"] == pytest.approx(-1.0)
+    assert slopes["below_sizes"] == 3 and slopes["far_above_sizes"] == 3
+    assert np.isnan(experiments.regime_slopes(pd.DataFrame({"n": n, "lsi": values}), n_params=5000)["far_above"])
+
+
+def test_feature_noise_sweep_runs_one_set_per_variance():
+    X, y = blobs(90, 3, 3, seed=5)
+    sweep = experiments.feature_noise_sweep(X, y, 2, [0.0, 4.0])
+    assert (sweep["noisy"] == (sweep["label"] == 2)).all() and len(sweep) == 180
+    noisy = lsi.compute_lsi(lsi.corruptions.add_feature_noise(X, y, 2, 4.0).values, y, progress=False)
+    np.testing.assert_allclose(sweep[sweep["variance"] == 4]["lsi"].to_numpy(), noisy["lsi"].to_numpy())
+    clean = lsi.compute_lsi(X, y, progress=False)
+    np.testing.assert_allclose(sweep[sweep["variance"] == 0]["lsi"].to_numpy(), clean["lsi"].to_numpy())
+
+
+def test_label_flip_run_flags_exactly_the_flipped_samples():
+    X, y = blobs(60, 3, 3, seed=6)
+    table = experiments.label_flip_run(X, y, 0.1, seed=2)
+    assert table["flipped"].sum() == 6
+    assert ((table["label"] != table["clean_label"]) == table["flipped"]).all()
+
+
+def test_binary_task_is_balanced_disjoint_and_probe_accuracy_is_exact():
+    labels = np.repeat(np.arange(4), 50)
+    train, test, binary = experiments.binary_task(labels, [0, 1], [2, 3], 40, 60, seed=0)
+    assert len(train) == 40 and len(test) == 60 and not set(train) & set(test)
+    assert np.bincount(binary[train]).tolist() == [20, 20] and np.bincount(binary[test]).tolist() == [30, 30]
+    X, y = blobs(80, 2, 2, seed=7, spread=0.1)
+    result = experiments.probe_accuracy(X[:40], y[:40], X[40:], y[40:])
+    assert result["train_accuracy"] == 1.0 and result["test_accuracy"] == 1.0
+    shuffled = experiments.probe_accuracy(X[:40], y[:40], X[40:], 1 - y[40:])
+    assert shuffled["test_accuracy"] == 0.0
+
+
+def test_median_intervals_and_top_overlap():
+    frame = experiments.median_intervals({"a": [1, 2, 3, 4, 5], "b": [10, 10, 10]})
+    assert frame["median"].tolist() == [3.0, 10.0] and frame.loc[1, "low"] == frame.loc[1, "high"] == 10.0
+    assert frame.loc[0, "low"] <= 3 <= frame.loc[0, "high"]
+    assert experiments.top_overlap(np.arange(20), np.arange(20), 0.1) == 1.0
+    assert experiments.top_overlap(np.arange(20), -np.arange(20), 0.1) == 0.0
+    assert experiments.top_overlap([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7, 8, 10, 0], 0.2) == 0.5
+
+
+def test_availability_says_how_to_get_missing_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSI_DOWNLOADS", str(tmp_path))
+    note = availability("imagenette", root=tmp_path / "empty")
+    assert "imagenette2-320.tgz" in note and str(tmp_path) in note
+    assert availability("digits") is None
+
+
+def test_separation_by_group_matches_separation_inside_each_group():
+    from lsi import analysis
+
+    frame = pd.DataFrame({"lsi": [1, 2, 3, 10, 5, 6, 7, 1], "flipped": [0, 0, 0, 1, 0, 0, 1, 1],
+                          "label": [0, 0, 0, 0, 1, 1, 1, 1]}).astype({"flipped": bool})
+    table = analysis.separation_by(frame, "flipped", "label", names=["a", "b"])
+    assert table.loc["a", "auroc"] == 1.0 and table.loc["a", "above_max_negative"] == 1.0
+    assert table.loc["b", "auroc"] == 0.5 and table.loc["b", "above_max_negative"] == 0.5
+
+
+def test_compare_rankings_against_hand_values():
+    table = experiments.compare_rankings({"ref": [1, 2, 3, 4], "same": [2, 4, 6, 8], "reverse": [4, 3, 2, 1]},
+                                         "ref", fraction=0.25)
+    assert table.loc["same", "spearman"] == pytest.approx(1.0) and table.loc["reverse", "spearman"] == pytest.approx(-1)
+    assert table.loc["same", "top 25% overlap"] == 1.0 and table.loc["reverse", "top 25% overlap"] == 0.0
+    assert table.loc["same", "median relative difference"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("slope, words", [(-1.0, "about 1/n"), (-1.49, "about 1/n"), (-0.67, "about 1/n"),
+                                          (-0.6, "flatter than 1/n"), (0.2, "flatter than 1/n"),
+                                          (-1.6, "steeper than 1/n"), (float("nan"), "not measured")])
+def test_slope_words_on_both_sides_of_the_tolerance(slope, words):
+    assert experiments.slope_words(slope).startswith(words)
