@@ -6,7 +6,7 @@ notebooks hold narrative and calls only.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -114,6 +114,44 @@ def bootstrap_interval(values: Sequence[float], statistic=np.median, *, confiden
                       for _ in range(n_resamples)])
     tail = (1 - confidence) / 2
     return float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
+
+
+def disagreements(scores: pd.DataFrame, first: str, second: str, *, k: int = 6) -> pd.DataFrame:
+    """Samples ranked high by one score and in the lower half by the other, as a gallery table.
+
+    For each direction (``first`` high / ``second`` low, and the reverse) the
+    ``k`` samples with the highest rank percentile by the first-named score
+    among those below the median of the other. Columns as
+    :func:`extremes` (``class`` names the direction, ``end`` is ``"highest"``)
+    with ``rank_pct``, the percentile (1 = most informative) by the score named first.
+    """
+    pct = {name: scores[name].rank(pct=True) for name in (first, second)}
+    rows = []
+    for high, low in ((first, second), (second, first)):
+        picks = scores.assign(rank_pct=pct[high])[pct[low] < 0.5].nlargest(k, "rank_pct")
+        rows.append(picks.assign(**{"class": f"high {high}, low {low}", "end": "highest",
+                                    "rank": np.arange(len(picks))}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def compare_tiers(tables: Mapping[str, pd.DataFrame], reference: pd.DataFrame) -> pd.DataFrame:
+    """How each solver tier's LSI compares with a reference table (usually the converged tier).
+
+    Every table in ``tables`` (as returned by :func:`lsi.compute_lsi`, keyed by
+    a name) is aligned with ``reference`` on ``index``, over the samples it
+    scored. One row per tier: samples scored, seconds per scored sample, the
+    :func:`agreement` with the reference and the full-data gradient norm the
+    tier reached.
+    """
+    reference = reference.set_index("index")["lsi"]
+    rows = []
+    for name, table in tables.items():
+        meta = table.attrs["lsi"]
+        rows.append({"solver": name, "samples scored": len(table),
+                     "seconds per sample": meta["wall_time_s"] / len(table),
+                     **agreement(table["lsi"].to_numpy(), reference.loc[table["index"]].to_numpy()),
+                     "full-data grad norm": meta.get("full_data_grad_norm", np.nan)})
+    return pd.DataFrame(rows)
 
 
 def accuracy(logits_or_probs: np.ndarray, labels: Sequence[int]) -> float:

@@ -20,6 +20,8 @@ rule                          yes when
                               above every negative)
 :func:`ordered`               group medians in the expected order, with disjoint bootstrap
                               intervals between neighbours
+:func:`more_concentrated`     a narrower interquartile range of log10 values than another
+                              group's, beyond the bootstrap noise
 :func:`ratio_near`            a measured ratio within a factor :data:`RATIO_TOLERANCE` of
                               the expected one
 :func:`correlates`            Spearman >= :data:`STRONG_CORRELATION`
@@ -177,14 +179,37 @@ def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
              for name in names}
     inverted = [(a, b) for a, b in zip(names, names[1:]) if stats[a][0] >= stats[b][0]]
     if inverted:
-        text = "; ".join(f"{a} sits {'above' if stats[a][0] > stats[b][0] else 'level with'} {b} "
-                         f"(median {_fmt(stats[a][0])} vs {_fmt(stats[b][0])})" for a, b in inverted)
+        text = "; ".join(f"{b} sits {'below' if stats[a][0] > stats[b][0] else 'level with'} {a} "
+                         f"(median {_fmt(stats[b][0])} vs {_fmt(stats[a][0])})" for a, b in inverted)
         return Verdict(NO, text, rule="ordered")
     overlapping = [(a, b) for a, b in zip(names, names[1:]) if stats[a][1][1] >= stats[b][1][0]]
     if overlapping:
         text = "; ".join(f"the intervals of {a} and {b} overlap" for a, b in overlapping)
         return Verdict(PARTLY, f"the medians are in order, but {text}", rule="ordered")
     return Verdict(YES, rule="ordered")
+
+
+def more_concentrated(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
+                      seed: int = 0) -> Verdict:
+    """Are the values of group ``a`` more concentrated than those of ``b``?
+
+    Spread is the interquartile range of log10 values (positive values only).
+    yes: the :data:`CONFIDENCE` bootstrap interval of IQR(b) - IQR(a) lies
+    above 0. partly: IQR(a) < IQR(b) but the interval contains 0. no: IQR(a) >= IQR(b).
+    """
+    a, b = (np.log10(np.asarray(v, float)) for v in (a, b))
+    def iqr(v):
+        return float(np.subtract(*np.quantile(v, [0.75, 0.25])))
+    gap = iqr(b) - iqr(a)
+    text = f"IQR of log10 values: {what_a} {iqr(a):.2f} vs {what_b} {iqr(b):.2f}"
+    if gap <= 0:
+        return Verdict(NO, f"{what_a} is not more concentrated than {what_b}: {text}",
+                       rule="more_concentrated")
+    rng = np.random.default_rng(seed)
+    draws = [iqr(rng.choice(b, b.size)) - iqr(rng.choice(a, a.size)) for _ in range(2000)]
+    if float(np.quantile(draws, (1 - CONFIDENCE) / 2)) > 0:
+        return Verdict(YES, rule="more_concentrated")
+    return Verdict(PARTLY, f"{text}: narrower, but within the bootstrap noise", rule="more_concentrated")
 
 
 def ratio_near(measured: float, expected: float, *, what: str = "the ratio") -> Verdict:
@@ -322,5 +347,5 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
 __all__ = ["CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
            "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
            "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
-           "approximates", "box", "correlates", "differ", "exceeds", "long_tail", "ordered",
+           "approximates", "box", "correlates", "differ", "exceeds", "long_tail", "more_concentrated", "ordered",
            "ratio_near", "separates", "summary", "weakly_correlated"]

@@ -125,17 +125,21 @@ def _positive(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def image_gallery(extremes: pd.DataFrame, images: Mapping[Any, Any] | Callable[[Any], Any], *,
-                  key: str = "id", size: int = 72, title: str = "") -> Image:
-    """Contact sheet: one row per class, lowest-LSI images left, highest right.
+                  key: str = "id", size: int = 72, title: str = "", score: str = "lsi",
+                  score_name: str | None = None) -> Image:
+    """Contact sheet: one row per class, lowest-scoring images left, highest right.
 
     ``extremes`` has columns ``class``, ``end`` (``"lowest"``/``"highest"``),
-    ``rank``, ``id``, ``index`` and ``lsi`` (as from :func:`lsi.analysis.extremes`);
-    ``images`` maps the ``key`` column (a sample id, or its row ``index``) to a
-    PIL image, or is a callable doing so (e.g. ``dataset.image``).
+    ``rank``, ``id``, ``index`` and the ``score`` column (as from
+    :func:`lsi.analysis.extremes`); ``images`` maps the ``key`` column (a sample
+    id, or its row ``index``) to a PIL image, or is a callable doing so (e.g.
+    ``dataset.image``). ``score_name`` labels the two halves (default: ``LSI``
+    for ``score="lsi"``, else the column name).
     """
     from PIL import Image as PILImage, ImageDraw, ImageFont
 
     fetch = images if callable(images) else images.__getitem__
+    score_name = score_name or _score_name(score)
     classes = list(pd.unique(extremes["class"]))
     k = int(extremes["rank"].max()) + 1
     font = ImageFont.load_default(size=12)
@@ -147,7 +151,7 @@ def image_gallery(extremes: pd.DataFrame, images: Mapping[Any, Any] | Callable[[
         draw.text((4, 2), title, fill="black", font=ImageFont.load_default(size=14))
     for side, end in enumerate(("lowest", "highest")):
         x0 = label_w + side * (k * (size + 4) + gap)
-        draw.text((x0, top - 18), f"{end} LSI", fill="black", font=font)
+        draw.text((x0, top - 18), f"{end} {score_name}", fill="black", font=font)
     for row, name in enumerate(classes):
         y = top + row * cell_h
         draw.text((4, y + size // 2 - 6), str(name)[:16], fill="black", font=font)
@@ -159,16 +163,20 @@ def image_gallery(extremes: pd.DataFrame, images: Mapping[Any, Any] | Callable[[
                 picture = picture.resize((size, size), PILImage.NEAREST if picture.width < size
                                          else PILImage.LANCZOS)
                 sheet.paste(picture, (x, y))
-                draw.text((x, y + size + 1), f"{pick['lsi']:.2g}", fill="dimgray",
+                draw.text((x, y + size + 1), f"{pick[score]:.2g}", fill="dimgray",
                           font=ImageFont.load_default(size=10))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return Image(data=buffer.getvalue(), format="png")
 
 
+def _score_name(score: str) -> str:
+    return "LSI" if score == "lsi" else score
+
+
 def text_gallery(extremes: pd.DataFrame, texts: Mapping[Any, str] | Callable[[Any], str], *,
-                 key: str = "id", max_chars: int = 600) -> HTML:
-    """Readable table of texts (e.g. reviews) with their class, LSI and rank.
+                 key: str = "id", max_chars: int = 600, score: str = "lsi") -> HTML:
+    """Readable table of texts (e.g. reviews) with their class, ``score`` and rank.
 
     ``texts`` maps the ``key`` column to a string (or is a callable, e.g.
     ``dataset.text``); long texts are cut at ``max_chars`` characters with an ellipsis.
@@ -180,9 +188,10 @@ def text_gallery(extremes: pd.DataFrame, texts: Mapping[Any, str] | Callable[[An
         shown = text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " …"
         rows.append(
             f"<tr><td>{html.escape(str(pick['class']))}</td><td>{html.escape(str(pick['end']))}</td>"
-            f"<td>{pick['lsi']:.3g}</td><td style='text-align:left'>{html.escape(shown)}</td></tr>")
+            f"<td>{pick[score]:.3g}</td><td style='text-align:left'>{html.escape(shown)}</td></tr>")
     return HTML(
-        "<table class='lsi-text-gallery'><thead><tr><th>class</th><th>end</th><th>LSI</th>"
+        "<table class='lsi-text-gallery'><thead><tr><th>class</th><th>end</th>"
+        f"<th>{html.escape(_score_name(score))}</th>"
         "<th>text</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
@@ -218,17 +227,23 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def claim_box(rows: list[Mapping[str, str]], *, title: str = "Paper's claim vs our result") -> HTML:
-    """An admonition box: per row the paper's claim, our measured result and a verdict.
+def provenance(record: Mapping[str, Any], **facts: Any) -> HTML:
+    """The chapter's provenance block: what it computed from, then where, when and how long.
 
-    Each row is a mapping with keys ``claim``, ``ours`` and ``verdict``; the
-    measured numbers go into ``ours`` as computed by the run.
+    ``record`` is :func:`lsi.provenance.run_record` taken when the chapter
+    started (it holds the profile and parameters); ``facts`` are the chapter's
+    own entries (data, encoder, probe, options, ...), shown first. The chapter's
+    wall time is measured from ``record["date"]`` to now.
     """
-    body = "".join(
-        f"<tr><td style='text-align:left'>{html.escape(r['claim'])}</td>"
-        f"<td style='text-align:left'>{html.escape(r['ours'])}</td>"
-        f"<td><strong>{html.escape(r['verdict'])}</strong></td></tr>" for r in rows)
-    return HTML(
-        f"<div class='admonition important'><p class='admonition-title'>{html.escape(title)}</p>"
-        f"<table class='lsi-table'><thead><tr><th>paper</th><th>this run</th><th>reproduced?</th></tr>"
-        f"</thead><tbody>{body}</tbody></table></div>")
+    wall = pd.Timestamp.now(tz="UTC") - pd.Timestamp(record["date"])
+    fixed = {key: record[key] for key in ("profile", "parameters", "commit", "date", "device")
+             if key in record}
+    return key_values({**facts, **fixed, "chapter wall time": str(wall.round("s")),
+                       "versions": record["versions"]}, title="How this chapter was computed")
+
+
+def note(text: str):
+    """A paragraph of Markdown built by the chapter from its own numbers."""
+    from IPython.display import Markdown
+
+    return Markdown(text)

@@ -58,8 +58,8 @@ def test_ordered_names_the_inverted_pair():
     rng = np.random.default_rng(2)
     low, mid, high = rng.normal(0, 1, 500), rng.normal(5, 1, 500), rng.normal(10, 1, 500)
     assert claims.ordered({"clean": low, "lorem": mid, "flipped": high}).status == "yes"
-    verdict = claims.ordered({"clean": mid, "lorem ipsum": low, "flipped": high})
-    assert verdict.status == "no" and "clean sits above lorem ipsum" in verdict.detail
+    verdict = claims.ordered({"the clean reviews": mid, "lorem ipsum": low, "flipped": high})
+    assert verdict.status == "no" and "lorem ipsum sits below the clean reviews" in verdict.detail
     close = claims.ordered({"a": rng.normal(0, 1, 30), "b": rng.normal(0.05, 1, 30) + 0.05})
     assert close.status in ("partly", "no")
     if close.status == "partly":
@@ -102,6 +102,17 @@ def test_exceeds_uses_the_noise_of_repeats():
     assert claims.exceeds([0.70, 0.80, 0.75], [0.72, 0.74, 0.70], what_a="a", what_b="b").status == "partly"
     verdict = claims.exceeds([0.6], [0.7], what_a="lowest first", what_b="random")
     assert verdict.status == "no" and "lowest first is not above random" in verdict.detail
+
+
+def test_more_concentrated_on_both_sides():
+    rng = np.random.default_rng(4)
+    narrow, wide = rng.lognormal(0, 0.2, 400), rng.lognormal(0, 1.0, 400)
+    assert claims.more_concentrated(narrow, wide, what_a="lorem", what_b="reviews").status == "yes"
+    verdict = claims.more_concentrated(wide, narrow, what_a="lorem", what_b="reviews")
+    assert verdict.status == "no" and "not more concentrated" in verdict.detail
+    similar = claims.more_concentrated(rng.lognormal(0, 0.99, 50), rng.lognormal(0, 1.0, 50),
+                                       what_a="a", what_b="b")
+    assert similar.status in ("partly", "no")
 
 
 def test_bootstrap_interval_covers_the_median_and_is_seeded():

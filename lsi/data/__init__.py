@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import coco, images, texts
-from .base import Dataset, apply_limit, stratified_positions, stratified_split, to_pil
+from .base import Dataset, apply_limit, select_classes, stratified_positions, stratified_split, to_pil
 from .sources import SourceUnavailableError, data_root
 
 
@@ -106,5 +106,5 @@ def load_dataset(name: str, split: str = "train", *, limit: int | None = None, s
     return apply_limit(ds, limit, seed)
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit",
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "select_classes",
            "get_spec", "load_dataset", "stratified_positions", "stratified_split", "to_pil"]

@@ -149,6 +149,15 @@ def stratified_split(labels: np.ndarray, test_size: int, *, seed: int = 0) -> tu
     return train, test
 
 
+def select_classes(ds: Dataset, classes: Sequence[int], limit: int | None = None, *, seed: int = 0) -> Dataset:
+    """The samples of ``classes`` only (e.g. CIFAR-10 cats and dogs), optionally a stratified
+    random ``limit`` of them; labels keep their original values and ids their original ids."""
+    pool = ds.take(np.flatnonzero(np.isin(ds.labels, list(classes))))
+    if not len(pool):
+        raise ValueError(f"{ds.name}/{ds.split} has no samples of classes {list(classes)}.")
+    return pool if limit is None else pool.take(stratified_positions(pool.labels, limit, seed=seed))
+
+
 def apply_limit(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     """``ds`` itself when ``limit`` is None, else its stratified subset of ``limit`` rows.
 

@@ -20,7 +20,7 @@ Modules: :mod:`~lsi.sui.linearize` (Jacobians with torch.func),
 from .api import FlatProbe, compute_sui, compute_sui_features
 from .dynamics import Time, predictions_at, weights_at
 from .linearize import Linearization, linearize
-from .summarize import removal_order
+from .summarize import removal_order, summarisation_curve
 
 __all__ = ["compute_sui", "compute_sui_features", "FlatProbe", "Time", "weights_at", "predictions_at", "linearize", "Linearization",
-           "removal_order"]
+           "removal_order", "summarisation_curve"]

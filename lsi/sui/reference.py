@@ -115,3 +115,20 @@ def loo_network_gd(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.
     masks = torch.ones(1 + len(samples), len(inputs), dtype=torch.float64)
     masks[torch.arange(1, 1 + len(samples)), samples] = 0.0
     return train_network_gd(model, inputs, targets, masks, **options)
+
+
+def retraining_information(trained: dict[str, torch.Tensor], sigma: float = 1.0) -> dict[str, np.ndarray]:
+    """Weight and functional SI of real retraining, from :func:`loo_network_gd`'s output.
+
+    Row 0 of ``trained`` is the network trained on all data, row ``1 + j`` the
+    one trained without the ``j``-th left-out sample; the same smoothing as SUI:
+
+        weight SI     = ||w(D) - w(D\\i)||^2 / (2 sigma^2)
+        functional SI = mean_x ||f(x; D) - f(x; D\\i)||^2 / (2 sigma^2)   (needs ``predictions``)
+    """
+    weights = trained["weights"]
+    out = {"weight": ((weights[1:] - weights[0]) ** 2).sum(1).cpu().numpy() / (2 * sigma**2)}
+    if "predictions" in trained:
+        change = trained["predictions"][1:] - trained["predictions"][0]
+        out["functional"] = (change ** 2).sum(2).mean(1).cpu().numpy() / (2 * sigma**2)
+    return out
