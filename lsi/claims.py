@@ -31,6 +31,8 @@ rule                          yes when
 :func:`approximates`          Spearman >= :data:`STRONG_CORRELATION` and median relative
                               error <= :data:`CLOSE_RELATIVE_ERROR`
 :func:`exceeds`               one quantity above another by more than the noise of both
+:func:`beats`                 paired bootstrap differences of a metric (e.g. AUROC of two
+                              scores on the same resamples) lie above 0
 ============================  ===============================================================
 
 :class:`Claim` pairs a paper's claim with the run's numbers, the verdict and
@@ -305,6 +307,30 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     return Verdict(PARTLY, f"{text}, within the noise of {min(a.size, b.size)} repeats", rule="exceeds")
 
 
+def beats(differences: Sequence[float], *, what_a: str, what_b: str, metric: str = "AUROC") -> Verdict:
+    """Does score ``a`` do better than score ``b`` on the same samples?
+
+    ``differences`` are paired bootstrap draws of ``metric(a) - metric(b)``,
+    both computed on the same resample each time (for example from
+    :func:`lsi.compare.paired_differences`). yes: the :data:`CONFIDENCE`
+    interval of the differences lies above 0. partly: their mean is above 0
+    but the interval contains 0. no: the mean is at or below 0; the detail
+    says whether b is then ahead beyond the noise.
+    """
+    d = np.asarray(differences, float)
+    if d.size < 2:
+        raise ValueError("beats needs at least two bootstrap differences.")
+    tail = (1 - CONFIDENCE) / 2
+    low, high = (float(q) for q in np.quantile(d, [tail, 1 - tail]))
+    text = f"{metric} {what_a} - {what_b} = {d.mean():+.3f} ({CONFIDENCE:.0%} interval {low:+.3f} to {high:+.3f})"
+    if low > 0:
+        return Verdict(YES, rule="beats")
+    if d.mean() > 0:
+        return Verdict(PARTLY, f"{text}: ahead, but within the bootstrap noise", rule="beats")
+    behind = "behind beyond the noise" if high < 0 else "not ahead"
+    return Verdict(NO, f"{what_a} is {behind}: {text}", rule="beats")
+
+
 def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
     """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict."""
     from IPython.display import HTML
@@ -347,5 +373,5 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
 __all__ = ["CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
            "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
            "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
-           "approximates", "box", "correlates", "differ", "exceeds", "long_tail", "more_concentrated", "ordered",
+           "approximates", "beats", "box", "correlates", "differ", "exceeds", "long_tail", "more_concentrated", "ordered",
            "ratio_near", "separates", "summary", "weakly_correlated"]

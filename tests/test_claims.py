@@ -134,3 +134,14 @@ def test_box_and_summary_carry_the_verdicts():
     text = claims.summary(rows, facts=["Accuracy 0.9."]).data
     assert "1 reproduced, 0 partly and 1 not" in text
     assert "**no: lorem ipsum sits below the clean reviews**" in text and "Accuracy 0.9." in text
+
+
+@pytest.mark.parametrize("centre, expected", [(0.05, "yes"), (0.005, "partly"), (-0.005, "no"), (-0.05, "no")])
+def test_beats_on_both_sides_of_zero(centre, expected):
+    draws = centre + 0.01 * np.random.default_rng(0).standard_normal(1000)  # interval about +-0.02
+    verdict = claims.beats(draws, what_a="LSI", what_b="loss")
+    assert verdict.status == expected and verdict.rule == "beats"
+    if centre == -0.05:
+        assert "behind beyond the noise" in verdict.detail
+    with pytest.raises(ValueError):
+        claims.beats([0.1], what_a="a", what_b="b")
