@@ -193,3 +193,101 @@ def test_softmax_reference_is_consistent():
     P[np.arange(len(y)), y] -= 1
     gradient = Xa.T @ P / len(y) + WD * W
     assert np.abs(gradient).max() < 1e-6
+
+
+# --- the chapters' helpers -------------------------------------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+
+def _feature_set(n=90, d=6, classes=3, seed=0):
+    X, y = blobs(n, d, classes, seed=seed, spread=0.7)
+    return SimpleNamespace(features=X.astype(np.float32), labels=y, ids=np.arange(1000, 1000 + n),
+                           classes=[f"c{i}" for i in range(classes)])
+
+
+def test_noisy_set_flips_a_stratified_subset():
+    fs = _feature_set()
+    setting = compare.noisy_set("blobs", fs, noise="flip:0.2", n=60, feature_dim=3, seed=1)
+    assert setting.features.shape == (60, 3) and setting.wrong.sum() == 12
+    clean = fs.labels[setting.positions]
+    np.testing.assert_array_equal(setting.labels != clean, setting.wrong)
+    np.testing.assert_array_equal(np.bincount(clean), [20, 20, 20])
+    np.testing.assert_array_equal(setting.ids, fs.ids[setting.positions])
+    with pytest.raises(ValueError, match="noise='blur'"):
+        compare.noisy_set("blobs", fs, noise="blur")
+
+
+def test_detect_adds_the_setting_to_the_detection_table():
+    setting = compare.noisy_set("blobs", _feature_set(), noise="flip:0.1", seed=0)
+    table, summary = compare.detect(setting, ["loss"], bootstrap=50)
+    assert list(summary.index) == ["loss"] and summary.loc["loss", "setting"] == "blobs"
+    assert summary.loc["loss", "n"] == 90 and summary.loc["loss", "noise_rate"] == pytest.approx(9 / 90)
+    assert summary.loc["loss", "auroc"] == pytest.approx(compare.detection(table, setting.wrong).loc["loss", "auroc"])
+
+
+def test_covariance_effect_on_a_hand_made_table():
+    mean = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1])
+    cov = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0])  # the last sample jumps to the top
+    table = pd.DataFrame({"lsi": mean + cov, "kl_mean": mean, "kl_cov": cov})
+    found = compare.covariance_effect(table, wrong=np.arange(10) < 2)
+    assert found["top_k"] == 2 and found["top_k_shared"] == 0.5
+    assert found["median_cov_share"] == 0.0 and found["spearman"] < 1
+    assert found["auroc_mean_term_only"] == 1.0 and found["auroc_lsi"] == pytest.approx(14 / 16)
+
+
+def test_paired_differences_are_zero_for_equal_scores_and_positive_for_a_better_one():
+    rng = np.random.default_rng(0)
+    wrong = np.arange(100) < 10
+    table = pd.DataFrame({"good": wrong + 0.3 * rng.random(100), "noise": rng.random(100)})
+    assert np.all(compare.paired_differences(table.assign(copy=table["good"]), wrong, "good", "copy",
+                                             bootstrap=50) == 0)
+    assert compare.paired_differences(table, wrong, "good", "noise", bootstrap=50).min() > 0
+
+
+def test_class_positions_renumber_in_the_given_order():
+    labels = np.array([5, 3, 7, 3, 5, 7, 3, 5, 1])
+    rows, renumbered = compare.class_positions(labels, [7, 3, 5])
+    np.testing.assert_array_equal(rows, [0, 1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(renumbered, [2, 1, 0, 1, 2, 0, 1, 2])
+    rows, _ = compare.class_positions(labels, [3, 5], n=4, seed=0)
+    assert len(rows) == 4 and set(labels[rows]) == {3, 5}
+
+
+def test_project_uses_the_training_components_for_both():
+    from lsi.analysis import principal_components
+    X, _ = blobs(40, 6, 2)
+    train, test = compare.project(X, X[:5], 3)
+    np.testing.assert_allclose(train, principal_components(X, 3), atol=1e-10)
+    np.testing.assert_allclose(test, train[:5], atol=1e-10)
+    assert compare.project(X, X[:5], 0)[0] is not None and compare.project(X, X[:5], 0)[0].shape == (40, 6)
+
+
+def test_raw_restores_the_packages_signs(flipped_problem):
+    X, y, _ = flipped_problem
+    table = compare.scores(X, y, ["loss", "psmi"], psmi_estimators=50)
+    raw = compare.raw(table)
+    np.testing.assert_array_equal(raw["loss"], table["loss"])
+    np.testing.assert_array_equal(raw["psmi"], -table["psmi"])
+
+
+def test_trak_and_lsi_reports_the_raw_test_averaged_trak():
+    train, test = _feature_set(90), _feature_set(30, seed=5)
+    frame = compare.trak_and_lsi(train, test, n=60, n_test=15, feature_dim=4, solver="newton-step",
+                                 trak_proj_dim=16)
+    assert list(frame.columns) == ["index", "id", "label", "lsi", "trak"] and len(frame) == 60
+    assert frame.attrs["lsi"]["n_test"] == 15 and (frame["lsi"] > 0).all()
+    np.testing.assert_array_equal(frame["id"], train.ids[frame["index"]])
+
+
+def test_load_features_reports_missing_data(monkeypatch):
+    import lsi.features
+    from lsi.data import SourceUnavailableError
+
+    def unavailable(*args, **kwargs):
+        raise SourceUnavailableError("imagenette (train) is not available: no local copy")
+
+    monkeypatch.setattr(lsi.features, "extract_features", unavailable)
+    features, reason = compare.load_features("imagenette")
+    assert features is None and "skipped" in reason and "no local copy" in reason
