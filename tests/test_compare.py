@@ -291,3 +291,10 @@ def test_load_features_reports_missing_data(monkeypatch):
     monkeypatch.setattr(lsi.features, "extract_features", unavailable)
     features, reason = compare.load_features("imagenette")
     assert features is None and "skipped" in reason and "no local copy" in reason
+
+
+def test_each_method_is_charged_the_shared_fit():
+    X, y = blobs(60, 3, 3)
+    walls = compare.scores(X, y, ["loss", "self_influence"]).attrs["lsi"]["wall_time_s"]
+    alone = compare.scores(X, y, ["self_influence"]).attrs["lsi"]["wall_time_s"]["self_influence"]
+    assert walls["self_influence"] >= walls["loss"] * 0.5 and alone > 0
