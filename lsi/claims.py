@@ -152,8 +152,8 @@ def separates(scores: Sequence[float], positive: Sequence[bool], *, what: str = 
     found = separation(scores, positive)
     auroc = found["auroc"]
     if auroc < WEAK_AUROC:
-        lower = "lower" if found["median_ratio"] < 1 else "about as high"
-        return Verdict(NO, f"{what} score {lower} than the rest (AUROC {auroc:.3f}, median ratio "
+        lower = "lower than" if found["median_ratio"] < 1 else "about as high as"
+        return Verdict(NO, f"{what} score {lower} the rest (AUROC {auroc:.3f}, median ratio "
                            f"{found['median_ratio']:.3g})", rule="separates")
     if auroc < STRONG_AUROC:
         return Verdict(PARTLY, f"{what} score higher, but the separation is weak (AUROC {auroc:.3f})",
@@ -352,11 +352,13 @@ def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
         f"<p><small>Rules and thresholds: <code>lsi.claims</code>.</small></p></div>")
 
 
-def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
+def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = "the paper's"):
     """The chapter's summary, generated from its claims and measured facts (Markdown).
 
     ``facts`` are sentences the chapter builds from its own numbers; each claim
     adds one bullet with its verdict, so the summary cannot contradict the box.
+    ``whose`` names where the claims come from (a chapter that tests claims
+    beyond the paper passes, e.g., ``"these"``).
     """
     from IPython.display import Markdown
 
@@ -365,7 +367,7 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
     for c in claims:
         tier = f" ({c.tier} tier)" if c.tier else ""
         lines.append(f"- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
-    head = (f"Of the paper's {len(claims)} claims tested here, {counts[YES]} reproduced, "
+    head = (f"Of {whose} {len(claims)} claims tested here, {counts[YES]} reproduced, "
             f"{counts[PARTLY]} partly and {counts[NO]} not.")
     return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
 

@@ -145,3 +145,11 @@ def test_beats_on_both_sides_of_zero(centre, expected):
         assert "behind beyond the noise" in verdict.detail
     with pytest.raises(ValueError):
         claims.beats([0.1], what_a="a", what_b="b")
+
+
+def test_summary_names_whose_claims_and_no_verdict_reads_well():
+    rows = [claims.Claim("c", "o", claims.Verdict(claims.YES))]
+    assert "Of the paper's 1 claims" in claims.summary(rows).data
+    assert "Of these 1 claims" in claims.summary(rows, whose="these").data
+    flat = claims.separates([1.0, 1.0, 1.0, 1.0], [True, False, True, False], what="flips")
+    assert "about as high as the rest" in flat.detail
