@@ -36,7 +36,9 @@ with optional bootstrap intervals; ``lsi compare`` prints and writes it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import tempfile
 import time
 from collections.abc import Sequence
@@ -152,7 +154,7 @@ def _trak(fit: _Fit, test_X, test_y, proj_dim: int, seed: int) -> tuple[np.ndarr
     X = fit.X.float()
     Xt = X if test_X is None else torch.as_tensor(np.asarray(test_X), dtype=torch.float32)
     Yt = fit.Y if test_y is None else torch.as_tensor(np.asarray(test_y))
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stderr(io.StringIO()):  # traker's bars
         traker = trak.TRAKer(model=layer, task="image_classification", train_set_size=len(X), save_dir=folder,
                              device="cpu", projector=projector, proj_dim=proj_dim, use_half_precision=False,
                              logging_level=40)
