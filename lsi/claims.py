@@ -249,7 +249,7 @@ def weakly_correlated(rho: float, *, what: str = "the two scores") -> Verdict:
         return Verdict(YES, rule="weakly_correlated")
     if abs(rho) < MODERATE_CORRELATION:
         return Verdict(PARTLY, f"{what} correlate moderately (Spearman {rho:.3f})", rule="weakly_correlated")
-    return Verdict(NO, f"{what} correlate strongly (Spearman {rho:.3f})", rule="weakly_correlated")
+    return Verdict(NO, f"{what} correlate well above weakly (Spearman {rho:.3f})", rule="weakly_correlated")
 
 
 def differ(rho: float, *, what: str = "the two scores") -> Verdict:
