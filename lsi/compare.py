@@ -39,10 +39,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -465,6 +467,15 @@ def trak_and_lsi(train: Any, test: Any, *, n: int | None = None, n_test: int | N
     return frame
 
 
+def load_benchmark(path: str | Path) -> tuple[dict | None, str | None]:
+    """A benchmark result written by a script in ``benchmarks/`` (JSON), or ``(None, reason)``."""
+    path = Path(path)
+    if not path.is_file():
+        return None, (f"{path} is not there: run the benchmark script that writes it (see its docstring) "
+                      f"through the heavy-job queue, then rerun this chapter.")
+    return json.loads(path.read_text()), None
+
+
 __all__ = ["EXTRAS", "METHODS", "NoisySet", "PYDVL_UNAVAILABLE", "RAW_SIGN", "class_positions", "covariance_effect", "detect", "detection",
-           "load_features", "noisy_set", "paired_differences", "parse_methods", "precision_at_k", "project", "raw",
+           "load_benchmark", "load_features", "noisy_set", "paired_differences", "parse_methods", "precision_at_k", "project", "raw",
            "scores", "trak_and_lsi"]

@@ -298,3 +298,10 @@ def test_each_method_is_charged_the_shared_fit():
     walls = compare.scores(X, y, ["loss", "self_influence"]).attrs["lsi"]["wall_time_s"]
     alone = compare.scores(X, y, ["self_influence"]).attrs["lsi"]["wall_time_s"]["self_influence"]
     assert walls["self_influence"] >= walls["loss"] * 0.5 and alone > 0
+
+
+def test_load_benchmark_reads_json_or_says_what_to_run(tmp_path):
+    (tmp_path / "b.json").write_text('{"speedup_per_model": 3.5}')
+    assert compare.load_benchmark(tmp_path / "b.json") == ({"speedup_per_model": 3.5}, None)
+    result, reason = compare.load_benchmark(tmp_path / "missing.json")
+    assert result is None and "run the benchmark script" in reason
