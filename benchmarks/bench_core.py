@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from sklearn.datasets import load_digits
 
 import lsi
 from lsi import reference, training
+from lsi.data import digits_pixels
+from lsi.provenance import run_record
 from lsi.probes import LinearProbe
 from lsi.results import atomic_write_bytes
 
@@ -122,12 +123,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core.json"))
     parser.add_argument("--parts", default="gd,tiers,scaling", help="comma-separated subset of gd, tiers, scaling")
     args = parser.parse_args()
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+    X, y, _ = digits_pixels()
     parts = set(args.parts.split(","))
     peak = matmul_peak()
     print(f"float64 matmul peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
-    result = {"machine": {"threads": torch.get_num_threads(), "matmul_peak_gflops_float64": peak}}
+    result = {"provenance": run_record("cpu", script="benchmarks/bench_core.py", parts=sorted(parts),
+                                       quick=args.quick),
+              "machine": {"threads": torch.get_num_threads(), "matmul_peak_gflops_float64": peak}}
     if "gd" in parts:
         gd = bench_gd(X, y, models=64 if args.quick else 256, loop_models=2 if args.quick else 4,
                       epochs=50 if args.quick else 200)

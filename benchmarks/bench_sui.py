@@ -32,8 +32,8 @@ import time
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
+from lsi.data import digits_pixels
 from lsi.sui import compute_sui, linearize
 from lsi.sui.dynamics import Time, coefficients
 from lsi.sui.loo import loo_deltas_exact
@@ -89,9 +89,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    digits = load_digits()
-    x = torch.tensor(digits.data[:args.n] / 16.0)
-    labels = digits.target[:args.n] % 2
+    pixels, digit_labels, _ = digits_pixels()
+    x = torch.tensor(pixels[:args.n])
+    labels = digit_labels[:args.n] % 2
     y = torch.tensor(np.eye(2)[labels])
     model, n, sample = network(), args.n, list(range(0, args.n, args.n // args.brute))[:args.brute]
     print(f"n={n}, kernel rows n*k={2 * n}, parameters P={sum(p.numel() for p in model.parameters())}, "

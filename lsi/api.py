@@ -11,7 +11,6 @@ given a ``checkpoint`` folder, written chunk by chunk so a killed run resumes.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from lsi import batching, curvature, training
+from lsi import batching, curvature, runner, training
+from lsi.defaults import LSI, PAPER
 from lsi.enums import Hessian, Probe, Solver
 from lsi.kl import kl_terms
 from lsi.probes import make_probe
-from lsi.provenance import run_record
-from lsi.results import ChunkStore, concat_tables
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
                             check_positive)
 
-MAX_MODELS_PER_CHUNK = 256
 
-
-def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "linear", hidden: int = 32,
-                solver: str = "converged", hessian: str = "diag", epochs: int = 1000, lr: float = 0.04,
-                momentum: float = 0.9, weight_decay: float = 0.01, prior_precision: float | None = None,
-                indices: Any = None, seed: int = 0, device: str | torch.device = "cpu",
-                dtype: str = "float64", tol: float = 1e-10, memory_budget: str | int = "1GiB",
+def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LSI["probe"],
+                hidden: int = PAPER["hidden"], solver: str = LSI["solver"], hessian: str = LSI["hessian"],
+                epochs: int = PAPER["epochs"], lr: float = PAPER["lr"], momentum: float = PAPER["momentum"],
+                weight_decay: float = PAPER["weight_decay"], prior_precision: float | None = LSI["prior_precision"],
+                indices: Any = None, seed: int = PAPER["seed"], device: str | torch.device = LSI["device"],
+                dtype: str = LSI["dtype"], tol: float = LSI["tol"], memory_budget: str | int = LSI["memory_budget"],
                 checkpoint: str | Path | None = None, progress: bool = True, ids: Any = None,
                 n_classes: int | None = None) -> pd.DataFrame:
     """Laplace Sample Information of each requested training sample.
@@ -78,6 +74,10 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "l
     positions = check_indices(indices, len(X))
     ids = _check_ids(ids, len(X))
     device, torch_dtype = batching.resolve_device(device), batching.resolve_dtype(dtype)
+    if torch_dtype != torch.float64 and options["solver"] != "gd":
+        raise ValueError(f"solver={options['solver']!r} needs dtype='float64': it solves the full-data optimum "
+                         f"to gradient norm 1e-13 and each leave-one-out problem to tol={options['tol']:g}, "
+                         f"below float32 resolution. Use dtype='float64', or solver='gd' in float32.")
     budget = batching.parse_bytes(memory_budget)
 
     Xt = torch.as_tensor(X, dtype=torch_dtype, device=device)
@@ -85,30 +85,19 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = "l
     model = make_probe(probe, Xt.shape[-1] if Xt.ndim == 2 else 0, C, hidden)
     engine = _Engine(model, Xt, Yt, options)
 
-    store = ChunkStore(checkpoint, _run_identity(options, X, Y, dtype)) if checkpoint else None
-    tables = []
-    size = batching.models_per_chunk(engine.bytes_per_model(), budget, MAX_MODELS_PER_CHUNK)
-    bar = tqdm(total=len(positions), disable=not progress, unit="model", desc=f"LSI ({options['solver']})")
-    for chunk in batching.chunks(positions, size):
-        if store is not None and store.has(chunk):
-            tables.append(store.get(chunk))
-        else:
-            tables.append(engine.score(chunk, Y, ids, bar))
-            if store is not None:
-                store.put(chunk, tables[-1])
-        bar.n = sum(len(t) for t in tables)
-        bar.refresh()
-    bar.close()
-
-    table = concat_tables(tables)
-    table.attrs["lsi"] = {
-        **run_record(device),
-        "options": {**options, "dtype": dtype, "device": str(device), "memory_budget": budget},
-        "n_samples": len(X), "n_features": int(np.prod(X.shape[1:])), "n_classes": C,
-        "n_params": model.n_params, "n_scored": len(table),
-        "full_data_grad_norm": engine.full_grad_norm,
-        "wall_time_s": round(time.perf_counter() - started, 3),
-    }
+    module = runner.module_fingerprint(probe) if isinstance(probe, torch.nn.Module) else None
+    identity = runner.run_identity("lsi", {**options, "dtype": dtype, "n_classes": C},
+                                   data=runner.fingerprint(X, Y), module=module)
+    size = runner.chunk_size(engine.bytes_per_model(), budget)
+    table = runner.run(positions, lambda chunk, bar: engine.score(chunk, Y, ids, bar), size=size,
+                       identity=identity, checkpoint=checkpoint, progress=progress,
+                       desc=f"LSI ({options['solver']})", unit="model")
+    table.attrs["lsi"] = runner.provenance(
+        device, identity=identity,
+        options={**options, "dtype": dtype, "device": str(device), "memory_budget": budget},
+        n_samples=len(X), n_scored=len(table), wall_time_s=time.perf_counter() - started,
+        n_features=int(np.prod(X.shape[1:])), n_classes=C, n_params=model.n_params,
+        full_data_grad_norm=engine.full_grad_norm)
     return table
 
 
@@ -230,8 +219,3 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
         raise ValueError(f"ids has {len(ids)} entries for {n} samples; pass one id per sample.")
     return ids
 
-
-def _run_identity(options: dict, X: np.ndarray, Y: np.ndarray, dtype: str) -> dict:
-    """What makes two runs the same run: options and a fingerprint of the data."""
-    digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(Y).tobytes()).hexdigest()
-    return {**options, "dtype": dtype, "data_sha256": digest}

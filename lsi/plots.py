@@ -1,14 +1,26 @@
 """Figures, galleries and tables for the book, rendered so they show without a network.
 
-Charts are altair specifications rendered to static SVG by ``vl-convert`` (no
-JavaScript, no CDN); image galleries are PNG contact sheets of the real
-images; text galleries and tables are plain HTML. Every function returns an
-object that displays itself in a notebook and in the built book.
+Charts are altair specifications. In the built book they are interactive
+vega-lite charts (tooltips, zoom and pan, legend selections), drawn by the
+vega JavaScript that the book ships as one static file (no CDN); the static
+SVG rendered by ``vl-convert`` sits in the same block, as the fallback for
+readers without JavaScript and for print. Image galleries are PNG contact
+sheets of the real images; text galleries and tables are plain HTML. Every
+function returns an object that displays itself in a notebook and in the
+built book.
+
+Scatter and strip plots can show each sample on hover: pass ``thumbnails=``
+(position -> PIL image) or ``texts=`` (position -> str) and ``dataset=``;
+the thumbnails are written once per sample to the book's data folder (see
+:mod:`lsi.publish`) and the tooltip shows them with the sample's label, score
+and rank.
 """
 from __future__ import annotations
 
 import html
 import io
+import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,23 +33,47 @@ _WIDTH, _HEIGHT = 520, 260
 
 
 class Figure:
-    """An altair chart that displays as static SVG; ``.chart`` is the editable spec."""
+    """An altair chart: interactive in the book, static SVG as its fallback; ``.chart`` is the spec."""
 
     def __init__(self, chart: alt.TopLevelMixin):
         self.chart = chart
 
     def svg(self) -> str:
+        """The static SVG. Links (``href``) are left out: the renderer would resolve them
+        against a web address, and the static copy is for print and no-JS readers."""
         import vl_convert
 
-        return vl_convert.vegalite_to_svg(self.chart.to_dict())
+        return vl_convert.vegalite_to_svg(_without_links(self.chart.to_dict()))
+
+    def html(self, svg: str | None = None) -> str:
+        """The book's chart block: the static SVG, a slot for the live chart and the spec as JSON.
+
+        The book's ``lsi-charts.js`` draws the live chart from the spec and
+        hides the SVG; without JavaScript, and in print, the SVG shows.
+        """
+        spec = json.dumps(self.chart.to_dict(), separators=(",", ":"), default=str)
+        spec = spec.replace("</", "<\\/")  # a JSON string may not close the script element
+        return (f'<div class="lsi-chart"><div class="lsi-chart-static">{svg or self.svg()}</div>'
+                f'<div class="lsi-chart-live"></div>'
+                f'<script type="application/json" class="lsi-chart-spec">{spec}</script></div>')
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        return {"image/svg+xml": self.svg()}
+        svg = self.svg()
+        return {"text/html": self.html(svg), "image/svg+xml": svg}
 
     def save(self, path: str) -> None:
         """Write the figure as SVG."""
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(self.svg())
+
+
+def _without_links(spec: Any) -> Any:
+    if isinstance(spec, dict):
+        return {k: _without_links(v) for k, v in spec.items()
+                if not (k == "href" and isinstance(v, dict) and "field" in v)}
+    if isinstance(spec, list):
+        return [_without_links(v) for v in spec]
+    return spec
 
 
 def figure(chart: alt.TopLevelMixin) -> Figure:
@@ -47,11 +83,14 @@ def figure(chart: alt.TopLevelMixin) -> Figure:
 
 def histogram(values: pd.DataFrame, column: str = "lsi", *, group: str | None = None,
               bins: int = 50, log: bool = True, density: bool = True,
-              title: str = "", xlabel: str | None = None) -> Figure:
+              title: str = "", xlabel: str | None = None, explore: str | None = None) -> Figure:
     """Histogram of ``values[column]`` (log10 axis by default), one colour per ``group``.
 
     With ``density=True`` each group is normalised to fractions of its own
     size, so groups of very different sizes (clean vs flipped) compare fairly.
+    Hovering a bin shows its range and count; clicking a legend entry
+    highlights its group. With ``explore="<dataset>"``, clicking a bin opens
+    that data set's sample explorer filtered to the bin's range.
     """
     data = _positive(values[column].to_numpy(float), column) if log else values[column].to_numpy(float)
     x = np.log10(data) if log else data
@@ -61,33 +100,119 @@ def histogram(values: pd.DataFrame, column: str = "lsi", *, group: str | None = 
     for name in pd.unique(groups):
         counts, _ = np.histogram(x[groups == name], bins=edges)
         height = counts / max(counts.sum(), 1) if density else counts
-        rows += [{"group": f"{name} (n={int(counts.sum())})", "start": lo, "end": hi, "height": h}
-                 for lo, hi, h in zip(edges[:-1], edges[1:], height)]
+        for lo, hi, h, n in zip(edges[:-1], edges[1:], height, counts):
+            low, high = (10 ** lo, 10 ** hi) if log else (lo, hi)
+            row = {"group": f"{name} (n={int(counts.sum())})", "start": lo, "end": hi, "height": h,
+                   "count": int(n), "range": f"{low:.3g} to {high:.3g}"}
+            if explore:
+                row["href"] = f"book/explore/{explore}.html#lo={low:.6g}&hi={high:.6g}"
+            rows.append(row)
     frame = pd.DataFrame(rows)
     label = xlabel or (f"log10 {column}" if log else column)
-    chart = alt.Chart(frame, title=title).mark_bar(opacity=0.55, binSpacing=0).encode(
+    pick = alt.selection_point(fields=["group"], bind="legend")
+    encoding = dict(
         x=alt.X("start:Q", title=label, scale=alt.Scale(zero=False)),
         x2="end:Q",
         y=alt.Y("height:Q", title="fraction of group" if density else "count", stack=None),
         y2=alt.datum(0),
         color=alt.Color("group:N", title=group or "", legend=None if group is None else alt.Legend()),
-    ).properties(width=_WIDTH, height=_HEIGHT)
-    return Figure(chart)
+        opacity=alt.condition(pick, alt.value(0.6), alt.value(0.1)),
+        tooltip=[alt.Tooltip("group:N", title=group or "group"), alt.Tooltip("range:N", title=column),
+                 alt.Tooltip("count:Q", title="samples")])
+    if explore:
+        encoding["href"] = alt.Href("href:N")
+    chart = alt.Chart(frame, title=title).mark_bar(binSpacing=0).encode(**encoding).add_params(pick)
+    return Figure(chart.properties(width=_WIDTH, height=_HEIGHT))
+
+
+def _hover(data: pd.DataFrame, frame: pd.DataFrame, tooltip: list[str] | None, *,
+           thumbnails: Callable[[int], Any] | None, texts: Callable[[int], str] | None,
+           dataset: str | None, key: str) -> tuple[pd.DataFrame, list]:
+    """Add the hover columns (thumbnail URL or text snippet) and the tooltip encodings."""
+    fields = list(tooltip or [])
+    for name in fields:
+        data[name] = frame[name].to_numpy()
+    items = [alt.Tooltip(f"{name}:{'Q' if pd.api.types.is_float_dtype(frame[name]) else 'N'}",
+                         format=".3g" if pd.api.types.is_float_dtype(frame[name]) else "")
+             if pd.api.types.is_float_dtype(frame[name]) else alt.Tooltip(f"{name}:N")
+             for name in fields]
+    if thumbnails is not None or texts is not None:
+        from . import publish
+
+        if not dataset:
+            raise ValueError("thumbnails=/texts= need dataset= (the data set's registered name).")
+        if key not in frame or "id" not in frame:
+            raise ValueError(f"thumbnails=/texts= need the columns 'id' and {key!r} in the frame.")
+        chapter = os.environ.get("LSI_BOOK_CHAPTER", "notebook")
+        publish.publish_thumbnails(chapter, dataset, frame["id"], frame[key], images=thumbnails, texts=texts)
+        if thumbnails is not None:
+            data["image"] = [publish.thumb_path(dataset, i) for i in frame["id"]]
+            items.insert(0, alt.Tooltip("image:N"))
+        else:
+            snippets = {}
+            for i, position in zip(frame["id"], frame[key]):
+                text = " ".join(str(texts(int(position))).replace("<br />", " ").split())
+                snippets[i] = text if len(text) <= 160 else text[:160].rsplit(" ", 1)[0] + " …"
+            data["text"] = [snippets[i] for i in frame["id"]]
+            items.insert(0, alt.Tooltip("text:N"))
+    return data, items
 
 
 def scatter(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
-            log: bool = True, title: str = "") -> Figure:
-    """Scatter of two score columns (log-log by default), e.g. diag vs full-Hessian LSI."""
+            log: bool = True, title: str = "", tooltip: list[str] | None = None,
+            thumbnails: Callable[[int], Any] | None = None, texts: Callable[[int], str] | None = None,
+            dataset: str | None = None, key: str = "index") -> Figure:
+    """Scatter of two score columns (log-log by default), e.g. diag vs full-Hessian LSI.
+
+    Zoom and pan with the mouse. ``tooltip`` lists columns shown on hover;
+    with ``thumbnails=`` (position -> PIL image) or ``texts=`` (position ->
+    str) and ``dataset=``, the hover also shows the sample itself (fetched by
+    the ``key`` column).
+    """
     data = frame[[x, y] + ([color] if color else [])].copy()
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     if log:
         _positive(data[x].to_numpy(float), x)
         _positive(data[y].to_numpy(float), y)
-    encoding = {"x": alt.X(f"{x}:Q", scale=scale), "y": alt.Y(f"{y}:Q", scale=scale)}
+    data, items = _hover(data, frame, tooltip, thumbnails=thumbnails, texts=texts, dataset=dataset, key=key)
+    encoding = {"x": alt.X(f"{x}:Q", scale=scale), "y": alt.Y(f"{y}:Q", scale=scale),
+                "tooltip": items + [alt.Tooltip(f"{x}:Q", format=".3g"), alt.Tooltip(f"{y}:Q", format=".3g")]}
     if color:
         encoding["color"] = alt.Color(f"{color}:N")
-    chart = alt.Chart(data, title=title).mark_circle(size=12, opacity=0.5).encode(**encoding)
-    return Figure(chart.properties(width=360, height=360))
+    chart = alt.Chart(data, title=title).mark_circle(size=14, opacity=0.55).encode(**encoding)
+    return Figure(chart.properties(width=360, height=360).interactive())
+
+
+def strip(frame: pd.DataFrame, score: str = "lsi", group: str = "label", *, log: bool = True,
+          title: str = "", tooltip: list[str] | None = None,
+          thumbnails: Callable[[int], Any] | None = None, texts: Callable[[int], str] | None = None,
+          dataset: str | None = None, key: str = "index", rank_by: str | None = "label",
+          seed: int = 0) -> Figure:
+    """One jittered row of points per ``group`` along the ``score`` axis (log by default).
+
+    Every point is a sample: hovering shows its ``tooltip`` columns, its score,
+    its rank within ``rank_by`` (1 = highest score; e.g. within its class) and,
+    with ``thumbnails=``/``texts=`` and ``dataset=``, the sample itself.
+    Zoom and pan along the score axis with the mouse.
+    """
+    if log:
+        _positive(frame[score].to_numpy(float), score)
+    data = frame[[score]].copy()
+    data[group] = frame[group].astype(str).to_numpy()
+    data["jitter"] = np.random.default_rng(seed).uniform(-1, 1, len(frame))
+    extra = []
+    if rank_by:
+        data["rank"] = frame.groupby(rank_by)[score].rank(ascending=False, method="first").astype(int).to_numpy()
+        extra = [alt.Tooltip("rank:Q", title=f"rank in its {'class' if rank_by == 'label' else rank_by}")]
+    data, items = _hover(data, frame, tooltip, thumbnails=thumbnails, texts=texts, dataset=dataset, key=key)
+    chart = alt.Chart(data, title=title).mark_circle(size=14, opacity=0.55).encode(
+        x=alt.X(f"{score}:Q", scale=alt.Scale(type="log") if log else alt.Scale(zero=False)),
+        y=alt.Y(f"{group}:N", title=group),
+        yOffset=alt.YOffset("jitter:Q", scale=alt.Scale(domain=[-1.6, 1.6])),
+        color=alt.Color(f"{group}:N", legend=None),
+        tooltip=items + [alt.Tooltip(f"{group}:N"), alt.Tooltip(f"{score}:Q", format=".3g")] + extra)
+    chart = chart.properties(width=_WIDTH, height=alt.Step(70)).interactive(bind_y=False)
+    return Figure(chart)
 
 
 def bars(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
@@ -97,10 +222,12 @@ def bars(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
     values = frame[y].to_numpy(float)
     scale = (alt.Scale(type="log", domain=[float(_positive(values, y).min()) / 3, float(values.max()) * 3])
              if log else alt.Scale())
-    encoding = {"x": alt.X(f"{x}:N", sort=None), "y": alt.Y(f"{y}:Q", scale=scale, stack=None)}
+    encoding = {"x": alt.X(f"{x}:N", sort=None), "y": alt.Y(f"{y}:Q", scale=scale, stack=None),
+                "tooltip": [alt.Tooltip(f"{x}:N"), alt.Tooltip(f"{y}:Q", format=".4g")]}
     if color:
         encoding["color"] = alt.Color(f"{color}:N")
         encoding["xOffset"] = alt.XOffset(f"{color}:N")
+        encoding["tooltip"].insert(1, alt.Tooltip(f"{color}:N"))
     chart = alt.Chart(frame, title=title).mark_bar().encode(**encoding)
     return Figure(chart.properties(width=360, height=_HEIGHT))
 
@@ -109,9 +236,11 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
           logx: bool = False, logy: bool = False, title: str = "") -> Figure:
     """Line chart with points, e.g. a quantity against a running parameter."""
     encoding = {"x": alt.X(f"{x}:Q", scale=alt.Scale(type="log") if logx else alt.Scale(zero=False)),
-                "y": alt.Y(f"{y}:Q", scale=alt.Scale(type="log") if logy else alt.Scale(zero=False))}
+                "y": alt.Y(f"{y}:Q", scale=alt.Scale(type="log") if logy else alt.Scale(zero=False)),
+                "tooltip": [alt.Tooltip(f"{x}:Q", format=".4g"), alt.Tooltip(f"{y}:Q", format=".4g")]}
     if color:
         encoding["color"] = alt.Color(f"{color}:N")
+        encoding["tooltip"].insert(0, alt.Tooltip(f"{color}:N"))
     chart = alt.Chart(frame, title=title).mark_line(point=True).encode(**encoding)
     return Figure(chart.properties(width=_WIDTH, height=_HEIGHT))
 

@@ -163,9 +163,14 @@ class LinearProbe(Probe):
         self.n_params = (n_features + 1) * n_classes
 
     def init(self, seed, *, dtype, device):
-        """PyTorch's default ``nn.Linear`` initialisation under ``torch.manual_seed(seed)``."""
-        layer = _seeded_linear(seed, self.n_features, self.n_classes, dtype, device)
-        return torch.cat([layer.weight.T, layer.bias[None]]).reshape(-1).detach()
+        """PyTorch's default ``nn.Linear`` initialisation, drawn as ``torch.manual_seed(seed)`` would.
+
+        The draws come from a local CPU generator (the caller's random state is
+        untouched) and are then moved, so every device starts from the same weights.
+        """
+        generator = torch.Generator().manual_seed(int(seed))
+        block = _linear_block(self.n_features, self.n_classes, generator, dtype)
+        return block.reshape(-1).to(device)
 
     def weights(self, theta: Tensor) -> Tensor:
         return theta.view(len(theta), self.n_features + 1, self.n_classes)
@@ -255,12 +260,14 @@ class MLPProbe(Probe):
         self.n_params = self.n_first + (hidden + 1) * n_classes
 
     def init(self, seed, *, dtype, device):
-        """``nn.Sequential(Linear(d, h), ReLU(), Linear(h, C))`` under ``torch.manual_seed(seed)``."""
-        torch.manual_seed(seed)
-        first = torch.nn.Linear(self.n_features, self.hidden, dtype=dtype, device=device)
-        second = torch.nn.Linear(self.hidden, self.n_classes, dtype=dtype, device=device)
-        blocks = [torch.cat([layer.weight.T, layer.bias[None]]).reshape(-1) for layer in (first, second)]
-        return torch.cat(blocks).detach()
+        """``nn.Sequential(Linear(d, h), ReLU(), Linear(h, C))`` as built after ``torch.manual_seed(seed)``.
+
+        Drawn from a local CPU generator and moved to ``device`` (see :meth:`LinearProbe.init`).
+        """
+        generator = torch.Generator().manual_seed(int(seed))
+        blocks = [_linear_block(n_in, n_out, generator, dtype).reshape(-1)
+                  for n_in, n_out in ((self.n_features, self.hidden), (self.hidden, self.n_classes))]
+        return torch.cat(blocks).to(device)
 
     def weights(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         B = len(theta)
@@ -341,9 +348,17 @@ def _mean_softmax_curvature(p: Tensor, w: Tensor) -> Tensor:
     return (torch.diag((w[:, None] * p).sum(0)) - (w[:, None] * p).T @ p) / w.sum()
 
 
-def _seeded_linear(seed, n_in, n_out, dtype, device) -> torch.nn.Linear:
-    torch.manual_seed(seed)
-    return torch.nn.Linear(n_in, n_out, dtype=dtype, device=device)
+def _linear_block(n_in: int, n_out: int, generator: torch.Generator, dtype) -> Tensor:
+    """``[W^T; b]`` (n_in + 1, n_out) drawn like ``nn.Linear.reset_parameters``, on the CPU.
+
+    Same draws, in the same order, as ``nn.Linear(n_in, n_out)`` built from a
+    global generator in the state of ``generator``.
+    """
+    weight = torch.empty(n_out, n_in, dtype=dtype)
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(n_in) if n_in > 0 else 0
+    bias = torch.empty(n_out, dtype=dtype).uniform_(-bound, bound, generator=generator)
+    return torch.cat([weight.T, bias[None]])
 
 
 def make_probe(kind: str | torch.nn.Module, n_features: int, n_classes: int, hidden: int = 32) -> Probe:

@@ -23,17 +23,41 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return versions
 
 
+OUTPUTS = ("book/chapters", "book/data")
+"""Folders of executed chapters: what the book runner *writes*, never an input of a run.
+
+A chapter published by ``lsi book run`` replaces a tracked file here; counting
+that as a modification would make every later chapter of the same run record
+``+dirty`` although the code it ran is the commit's."""
+
+
+def modified_files(path: str | Path | None = None) -> list[str] | None:
+    """Tracked files that differ from ``HEAD`` (outside :data:`OUTPUTS`), or ``None`` without git."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    exclude = [f":(top,exclude){folder}" for folder in OUTPUTS]
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *exclude],
+                                cwd=cwd, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted(line[3:] for line in status.splitlines() if line.strip())
+
+
 def git_commit(path: str | Path | None = None) -> str:
-    """The commit of the repository holding this package, with ``+dirty`` if modified."""
+    """The commit of the repository holding this package, with ``+dirty`` if tracked files are modified.
+
+    Executed chapters under :data:`OUTPUTS` do not count (see there).
+    """
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd,
                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    modified = modified_files(cwd)
+    if modified is None:
+        return "unknown"
+    return commit + ("+dirty" if modified else "")
 
 
 def device_description(device: str | torch.device) -> str:

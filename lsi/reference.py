@@ -133,3 +133,89 @@ def newton_logistic(X: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: 
             t /= 2
         w = w + t * step
     raise RuntimeError("newton_logistic did not converge")
+
+
+# --- Laplace posteriors and LSI of the linear probe, in plain numpy -------------------------------------------
+def linear_logits(n_classes: int):
+    """``logits(theta, x) = [x, 1] W`` with ``W = theta.view(d + 1, C)``: the probe's layout, for autograd."""
+    def logits(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        W = theta.view(-1, n_classes)
+        return x @ W[:-1] + W[-1]
+    return logits
+
+
+def linear_ggn(X: np.ndarray, theta: np.ndarray, n_classes: int) -> np.ndarray:
+    """Dense ``sum_j (x_j x_j^T) kron (diag p_j - p_j p_j^T)`` (``x`` with the bias 1) by a loop over samples."""
+    Xa = np.hstack([X, np.ones((len(X), 1))])
+    W = theta.reshape(Xa.shape[1], n_classes)
+    total = np.zeros((W.size, W.size))
+    for x in Xa:
+        z = x @ W
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        total += np.kron(np.outer(x, x), np.diag(p) - np.outer(p, p))
+    return total
+
+
+def linear_kfac(X: np.ndarray, theta: np.ndarray, n_classes: int) -> np.ndarray:
+    """Dense KFAC ``A kron G`` of the linear probe: ``A = sum_j x_j x_j^T``, ``G = mean_j (diag p_j - p_j p_j^T)``."""
+    Xa = np.hstack([X, np.ones((len(X), 1))])
+    Z = Xa @ theta.reshape(Xa.shape[1], n_classes)
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    G = np.mean([np.diag(p) - np.outer(p, p) for p in P], axis=0)
+    return np.kron(Xa.T @ Xa, G)
+
+
+def linear_grad(X: np.ndarray, y: np.ndarray, theta: np.ndarray, n_classes: int, weight_decay: float) -> np.ndarray:
+    """Gradient of ``mean CE + (lambda/2)||theta||^2`` for the linear probe."""
+    Xa = np.hstack([X, np.ones((len(X), 1))])
+    Z = Xa @ theta.reshape(Xa.shape[1], n_classes)
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    P[np.arange(len(y)), y] -= 1
+    return (Xa.T @ P / len(y)).ravel() + weight_decay * theta
+
+
+def _structured(ggn: np.ndarray, structure: str, X: np.ndarray, theta: np.ndarray, n_classes: int) -> np.ndarray:
+    if structure == "full":
+        return ggn
+    if structure == "diag":
+        return np.diag(np.diag(ggn))
+    if structure == "kfac":
+        return linear_kfac(X, theta, n_classes)
+    raise ValueError(f"structure={structure!r}; choose 'diag', 'kfac' or 'full'.")
+
+
+def lsi_linear(X: np.ndarray, y: np.ndarray, i: int, *, n_classes: int, weight_decay: float,
+               structure: str = "full", prior_precision: float | None = None,
+               solver: str = "converged") -> float:
+    """LSI of sample ``i`` for the linear probe, every piece from scratch (numpy, mpmath).
+
+    ``solver="converged"``: both optima by :func:`newton_logistic`, precisions
+    at each optimum. ``solver="newton-step"``: ``theta_D + delta`` with
+    ``delta = -H^-1 grad L_{D\\i}(theta_D)``, ``H = (1/(n-1)) sum_j Hess CE_j(theta_D) + lambda I``
+    (all n samples), and ``P_{D\\i} = P_D - GGN_i(theta_D)`` with the ``(n-1)``-sample prior.
+    The prior is ``m * weight_decay`` for m samples unless ``prior_precision`` is given.
+    """
+    n = len(X)
+    keep = np.arange(n) != i
+    tau0, tau1 = ((n * weight_decay, (n - 1) * weight_decay) if prior_precision is None
+                  else (prior_precision, prior_precision))
+    theta0 = newton_logistic(X, y, n_classes, weight_decay)
+    ggn0 = linear_ggn(X, theta0, n_classes)
+    P0 = _structured(ggn0, structure, X, theta0, n_classes) + tau0 * np.eye(len(theta0))
+    if solver == "converged":
+        theta1 = newton_logistic(X[keep], y[keep], n_classes, weight_decay)
+        P1 = _structured(linear_ggn(X[keep], theta1, n_classes), structure, X[keep], theta1, n_classes)
+    elif solver == "newton-step":
+        H = ggn0 / (n - 1) + weight_decay * np.eye(len(theta0))  # the CE Hessian of the linear probe is its GGN
+        theta1 = theta0 - np.linalg.solve(H, linear_grad(X[keep], y[keep], theta0, n_classes, weight_decay))
+        own = linear_ggn(X[i:i + 1], theta0, n_classes)
+        if structure == "kfac":
+            P1 = linear_kfac(X[keep], theta0, n_classes)
+        else:
+            P1 = _structured(ggn0 - own, structure, X, theta0, n_classes)
+    else:
+        raise ValueError(f"solver={solver!r}; choose 'converged' or 'newton-step'.")
+    return kl_gaussians(theta0, P0, theta1, P1 + tau1 * np.eye(len(theta0)))

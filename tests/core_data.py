@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
+
+from lsi.data import digits_pixels
 
 
 def digits_subset(n: int, *, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A random (fixed-seed) subset of the embedded digits, pixels scaled to [0, 1]."""
-    X, y = load_digits(return_X_y=True)
+    """A random (fixed-seed) subset of the embedded digits (:func:`lsi.data.digits_pixels`, in [0, 1])."""
+    X, y, _ = digits_pixels()
     keep = y < classes
-    X, y = X[keep] / 16.0, y[keep]
+    X, y = X[keep], y[keep]
     rows = np.random.default_rng(seed).choice(len(y), size=n, replace=False)
     return X[rows], y[rows]
 

@@ -199,3 +199,50 @@ def test_published_chapters_have_no_error_output():
         assert book.error_cells(notebook) == [], notebook.name
         nb = nbformat.read(str(notebook), as_version=4)
         assert nb.metadata["papermill"]["parameters"]["profile"] == "book", notebook.name
+
+
+# --- a published chapter records a clean commit ---------------------------------------------------------------
+def _fake_chapter(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]})]
+    path = tmp_path / "fake.ipynb"
+    nbformat.write(nb, str(path))
+    return book.Chapter("fake", "Fake", path, (), {}, {})
+
+
+def test_publishing_from_a_dirty_tree_is_refused(tmp_path, monkeypatch):
+    from lsi import provenance
+
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: ["lsi/api.py"])
+    with pytest.raises(book.DirtyTreeError, match="lsi/api.py.*Commit"):
+        book.run_chapter(_fake_chapter(tmp_path), "book", out=book.PUBLISHED)
+    with pytest.raises(book.DirtyTreeError):
+        book.run_book("book", out=book.PUBLISHED, chapters={"fake": _fake_chapter(tmp_path)})
+    assert book.check_clean_tree(book.PUBLISHED, allow_dirty=True) == ["lsi/api.py"]
+    assert book.check_clean_tree(tmp_path / "scratch") == ["lsi/api.py"]  # ci runs elsewhere are fine
+
+
+def test_a_chapter_that_modifies_tracked_files_fails(tmp_path, monkeypatch):
+    import papermill
+
+    from lsi import provenance
+
+    calls = iter([[], ["lsi/api.py"]])  # clean before the run, a tracked file modified by it
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: next(calls))
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: __import__("shutil").copyfile(src, dst))
+    report = book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out")
+    assert report.status == "failed" and "modified tracked files (lsi/api.py)" in report.message
+    assert not (tmp_path / "out" / "fake.ipynb").exists()
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: [])
+    assert book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out").status == "executed"
+
+
+def test_paper_hyperparameters_come_from_lsi_defaults(chapters):
+    from lsi.defaults import PAPER
+
+    digits = chapters["lsi_from_scratch"].parameters("book")
+    assert {k: digits[k] for k in ("lr", "momentum", "weight_decay", "epochs")} == \
+        {k: PAPER[k] for k in ("lr", "momentum", "weight_decay", "epochs")}
+    declared = book.notebook_parameters(chapters["cifar10"].notebook)
+    for name in set(PAPER) & set(declared):  # the notebooks' own placeholder values agree too
+        assert declared[name] == repr(PAPER[name]) or str(PAPER[name]) == str(declared[name]), name

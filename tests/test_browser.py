@@ -4,7 +4,9 @@ Each page must load, request nothing outside localhost, show every chart and
 gallery image with a non-zero size, and show no error output. The book is
 built from the published chapters (``book/chapters``) into a scratch folder,
 or taken from ``$LSI_BOOK_HTML`` (a built ``_build/html`` folder) if set.
-Without Debian's ``chromium`` (``apt-get install -y chromium``) the test skips.
+Without Debian's ``chromium`` (``apt-get install -y chromium``) the test skips,
+except in CI (environment variable ``CI`` set, as ``.ci/run`` does), where a
+missing browser is a failure: a skipped browser test would hide a broken book.
 """
 from __future__ import annotations
 
@@ -25,13 +27,30 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Debian chromium is not installed at /usr/bin/chromium "
-                                       "(apt-get install -y chromium)")
+MISSING = "Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)"
+
+
+def require_chromium(path: Path = CHROMIUM, environ=os.environ) -> None:
+    """Skip without Chromium, but fail in CI (``CI`` set), where the browser must be there."""
+    if path.exists():
+        return
+    if environ.get("CI"):
+        pytest.fail(f"CI is set but {MISSING}; .ci/run installs it.", pytrace=False)
+    pytest.skip(MISSING)
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(tmp_path):
+    absent = tmp_path / "chromium"
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_chromium(absent, {"CI": "1"})
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium(absent, {})
+    require_chromium(Path(__file__), {"CI": "1"})  # present: nothing happens
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    require_chromium()
     given = os.environ.get("LSI_BOOK_HTML")
     html = Path(given) if given else book.build_site(book.PUBLISHED, tmp_path_factory.mktemp("book"))
     handler = functools.partial(_QuietHandler, directory=str(html))
@@ -50,7 +69,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    require_chromium()
+    if os.environ.get("CI"):
+        from playwright import sync_api  # in CI a missing playwright is an error, not a skip
+    else:
+        sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         yield chromium
@@ -96,7 +119,7 @@ def test_every_page_loads_offline_with_visible_figures(site, browser):
             box = image.bounding_box()
             if not loaded or not image.is_visible() or not box or box["width"] <= 0 or box["height"] <= 0:
                 problems.append(f"{name}: image {image.get_attribute('src')} is not visible")
-        if name.startswith("book/chapters/") and images.count() == 0:
+        if name.startswith("book/chapters/") and images.count() + page.locator("main .lsi-chart").count() == 0:
             problems.append(f"{name}: a chapter page shows no chart or gallery image")
         shown_errors = page.locator(".output.traceback, .output.stderr, .output.error").count()
         if shown_errors:
@@ -108,3 +131,175 @@ def test_every_page_loads_offline_with_visible_figures(site, browser):
     context.close()
     assert not outside, f"requests left localhost: {sorted(set(outside))}"
     assert not problems, "\n".join(problems)
+
+
+# --- Interactive charts, the sample explorer and the downloads (issue 16), on a tiny fixture book ----------
+
+ARTIFACTS = Path(os.environ.get("LSI_TEST_ARTIFACTS") or book.REPO / "_build" / "test-artifacts" / "browser")
+"""Screenshots of a chart tooltip and an explorer page are saved here (printed by the tests)."""
+
+
+@pytest.fixture(scope="module")
+def fixture_site(tmp_path_factory):
+    """The fixture book (tests/book_fixture.py): one chapter, explorers for CIFAR-10 (50,200 rows), IMDb, chest X-ray."""
+    import book_fixture
+
+    html = book_fixture.build_fixture_site(tmp_path_factory.mktemp("fixture-book"))
+    handler = functools.partial(_QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield html, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def offline_page(browser):
+    """A page whose requests outside localhost are blocked and recorded, with its console errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside: list[str] = []
+    errors: list[str] = []
+
+    def guard(route):
+        url = urlparse(route.request.url)
+        if url.scheme in LOCAL_SCHEMES or url.hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    yield page
+    context.close()
+    assert not outside, f"requests left localhost: {sorted(set(outside))}"
+    assert not errors, "\n".join(errors)
+
+
+def test_chart_hover_shows_the_sample_offline(fixture_site, offline_page):
+    html, base = fixture_site
+    page = offline_page
+    page.goto(f"{base}/book/chapters/cifar10.html", wait_until="networkidle")
+    page.wait_for_selector(".lsi-chart.lsi-live", timeout=20_000)
+    charts = page.locator(".lsi-chart")
+    assert charts.count() == 2 and page.locator(".lsi-chart.lsi-live").count() == 2
+    assert page.locator(".lsi-chart.lsi-live .lsi-chart-static").first.is_hidden()
+    assert page.locator(".output.stderr, .output.traceback").count() == 0  # the tqdm bar is not on the page
+    strip = charts.nth(0)
+    strip.scroll_into_view_if_needed()
+    points = strip.locator(".lsi-chart-live g.mark-symbol path")
+    assert points.count() == 200
+    tooltip = page.locator("#vg-tooltip-element")
+    for i in range(0, 200, 7):  # points overlap; hover until one shows its tooltip
+        points.nth(i).hover(force=True)
+        if tooltip.is_visible():
+            break
+    assert tooltip.is_visible(), "no tooltip on hover"
+    thumbnail = tooltip.locator("img")
+    thumbnail.wait_for(timeout=5000)
+    page.wait_for_function("() => { const i = document.querySelector('#vg-tooltip-element img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=5000)
+    text = tooltip.inner_text()
+    assert "rank in its class" in text and "lsi" in text and "digit" in text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chart-tooltip.png"))
+    print(f"screenshot: {ARTIFACTS / 'chart-tooltip.png'}")
+    # Print (the PDF build) shows the static SVG, not the live chart.
+    page.emulate_media(media="print")
+    assert page.locator(".lsi-chart-static svg").first.is_visible()
+    assert page.locator(".lsi-chart-live").first.is_hidden()
+
+
+def test_explorer_filters_sorts_and_pages_fast(fixture_site, offline_page):
+    html, base = fixture_site
+    page = offline_page
+    page.goto(f"{base}/book/explore/cifar10.html", wait_until="networkidle")
+    status = page.locator(".lsi-x-status")
+    status.wait_for()
+    total = 50_200
+    assert f"of {total:,} samples match" in status.inner_text()
+    rows = page.locator(".lsi-x-table tbody tr")
+    assert rows.count() == 50
+    page.select_option(".lsi-x-group", label="cifar10: none")  # the fixture chapter's 200 digits
+    assert page.locator(".lsi-x-table tbody img").count() == 50
+    page.wait_for_function("() => [...document.querySelectorAll('.lsi-x-table tbody img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width >= 40)",
+                           timeout=10_000)
+    page.select_option(".lsi-x-group", label="all")
+
+    def filtered_ms() -> float:
+        return float(status.get_attribute("data-filter-ms"))
+
+    timings = {"first filter": filtered_ms()}
+    ready = float(page.get_attribute(".lsi-explorer", "data-ready-ms"))  # navigation start to table shown
+    assert page.input_value(".lsi-x-tier") == "0"  # the tier with the most samples comes first
+    page.select_option(".lsi-x-tier", label="LSI (newton-step)")
+    page.select_option(".lsi-x-class", label="cat")
+    page.select_option(".lsi-x-corr", value="1")
+    timings["class+corrupted"] = filtered_ms()
+    page.fill(".lsi-x-lo", "0.001")
+    page.fill(".lsi-x-hi", "0.01")
+    timings["range"] = filtered_ms()
+    shown = page.evaluate("""() => [...document.querySelectorAll('.lsi-x-table tbody tr')].map(tr =>
+        [...tr.children].map(td => td.textContent))""")
+    assert shown, "the filter left no rows"
+    header = page.evaluate("() => [...document.querySelectorAll('.lsi-x-table thead th')].map(th => th.textContent)")
+    score_col = header.index("LSI (newton-step)")
+    for row in shown:
+        assert row[2] == "cat" and row[3] != "" and 0.001 <= float(row[score_col]) <= 0.01, row
+    matched = int(status.inner_text().split(" of ")[0].replace(",", ""))
+    # the same count from the data itself
+    expected = page.evaluate(f"""() => {{ const d = window.LSI_EXPLORER.cifar10, c = d.columns, s = d.scores["LSI (newton-step)"];
+        let k = 0; for (let i = 0; i < d.rows; i++) if (d.classes[c.cls[i]] === "cat" && c.corr[i] === 1
+            && s[i] !== null && s[i] >= 0.001 && s[i] <= 0.01) k++; return k; }}""")
+    assert matched == expected
+    page.fill(".lsi-x-lo", "")
+    page.fill(".lsi-x-hi", "")
+    page.select_option(".lsi-x-corr", value="all")
+    page.click(".lsi-x-next")
+    assert "page 2 of" in page.inner_text(".lsi-x-page")
+    page.click("th[data-key='score0']")  # ascending
+    values = [float(v) for v in page.evaluate(f"""() => [...document.querySelectorAll('.lsi-x-table tbody tr')]
+        .map(tr => tr.children[{score_col}].textContent).filter(v => v !== '')""")]
+    assert values == sorted(values)
+    page.select_option(".lsi-x-class", label="all classes")
+    page.fill(".lsi-x-search", "100042")
+    assert page.locator(".lsi-x-table tbody tr").count() == 1
+    timings["search"] = filtered_ms()
+    assert max(timings.values()) < 1000 and ready < 3000, (timings, ready)
+    print(f"explorer (50,200 rows): page open to table {ready:.0f} ms; filter times (ms) {timings}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.fill(".lsi-x-search", "")
+    page.select_option(".lsi-x-group", label="cifar10: none")
+    page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=False)
+    print(f"screenshot: {ARTIFACTS / 'explorer.png'}")
+    # A histogram bin links here with its range.
+    page.goto(f"{base}/book/explore/cifar10.html#lo=0.001&hi=0.002", wait_until="networkidle")
+    assert page.input_value(".lsi-x-lo") == "0.001" and page.input_value(".lsi-x-hi") == "0.002"
+    for dataset, rows_expected in (("imdb", 300), ("chest_xray", 120)):
+        page.goto(f"{base}/book/explore/{dataset}.html", wait_until="networkidle")
+        assert f"of {rows_expected:,} samples match" in page.inner_text(".lsi-x-status")
+        if dataset == "imdb":
+            assert "a rather long text" in page.locator(".lsi-x-table tbody td.lsi-x-text").first.inner_text()
+    assert page.locator(".lsi-x-table tbody img").count() == 50  # chest X-ray thumbnails
+
+
+def test_take_it_away_downloads_resolve(fixture_site, offline_page):
+    html, base = fixture_site
+    page = offline_page
+    page.goto(f"{base}/book/chapters/cifar10.html", wait_until="networkidle")
+    section = page.locator("section#take-it-away")
+    assert section.count() == 1
+    text = section.inner_text()
+    assert "lsi book run cifar10 --profile ci" in text and "-p n_train=200" in text and "papermill" in text
+    assert "about 1 minute on one GPU (fixture)" in text  # the chapter's paper estimate
+    links = section.locator("a.download")
+    assert links.count() == 1
+    for i in range(links.count()):
+        href = links.nth(i).get_attribute("href")
+        response = page.request.get(f"{base}/book/chapters/{href}")
+        assert response.ok and response.body()[:4] == b"PAR1", href
+    explorer = section.locator("a[href*='explore/cifar10']")
+    assert explorer.count() == 1

@@ -39,6 +39,37 @@ def test_shards_merge_to_the_full_table(features_file, tmp_path):
     assert _run("merge", a, a, "--out", tmp_path / "bad.parquet") == 2
 
 
+def test_merge_accepts_shards_from_other_devices_and_budgets(features_file, tmp_path, capsys):
+    a, b, merged = (tmp_path / f"{name}.parquet" for name in ("a", "b", "merged"))
+    common = ("--features", features_file, "--solver", "gd", "--epochs", "30", "--quiet")
+    assert _run("compute", *common, "--indices", "0:25", "--memory-budget", "20KiB", "--out", a) == 0
+    assert _run("compute", *common, "--indices", "25:40", "--memory-budget", "2GiB", "--out", b) == 0
+    shard = lsi.load_table(b)  # as if computed on a second GPU: only the device differs
+    shard.attrs["lsi"]["options"]["device"], shard.attrs["lsi"]["device"] = "cuda:1", "cuda (a GPU)"
+    lsi.save_table(shard, b)
+    assert _run("merge", a, b, "--out", merged) == 0
+    table = lsi.load_table(merged)
+    assert len(table) == 40 and [s["options"]["device"] for s in table.attrs["lsi"]["shards"]] == ["cpu", "cuda:1"]
+    assert table.attrs["lsi"]["identity"]["data_sha256"] == lsi.load_table(a).attrs["lsi"]["identity"]["data_sha256"]
+
+
+def test_merge_refuses_shards_of_other_data_or_options(features_file, tmp_path, capsys):
+    X, y = blobs(40, 3, 3)
+    other = tmp_path / "other.npz"
+    np.savez(other, features=X + 1e-9, labels=y)
+    a, b, c = (tmp_path / f"{name}.parquet" for name in ("a", "b", "c"))
+    common = ("--solver", "gd", "--epochs", "30", "--quiet")
+    assert _run("compute", "--features", features_file, *common, "--indices", "0:25", "--out", a) == 0
+    assert _run("compute", "--features", other, *common, "--indices", "25:40", "--out", b) == 0
+    assert _run("merge", a, b, "--out", tmp_path / "bad.parquet") == 2
+    assert "different data" in capsys.readouterr().err
+    assert _run("compute", "--features", features_file, "--solver", "gd", "--epochs", "31", "--quiet",
+                "--indices", "25:40", "--out", c) == 0
+    assert _run("merge", a, c, "--out", tmp_path / "bad.parquet") == 2
+    assert "epochs: 30 vs 31" in capsys.readouterr().err
+    assert not (tmp_path / "bad.parquet").exists()
+
+
 def _bad_npz(tmp_path, **arrays):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)

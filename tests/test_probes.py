@@ -86,3 +86,31 @@ def test_module_probe_matches_linear_probe():
 def test_unknown_probe_is_a_clear_error():
     with pytest.raises(ValueError, match="probe='cnn' is not valid"):
         make_probe("cnn", 3, 2)
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=["linear", "mlp"])
+def test_init_leaves_the_global_random_state_alone(probe):
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    probe.init(7, dtype=torch.float64, device="cpu")
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_init_draws_nn_linear_default_weights():
+    """Same numbers as ``torch.manual_seed(seed); nn.Linear(...)`` (the authors' models), in both dtypes."""
+    for dtype in (torch.float64, torch.float32):
+        torch.manual_seed(3)
+        first = torch.nn.Linear(5, 6, dtype=dtype)
+        second = torch.nn.Linear(6, 4, dtype=dtype)
+        flat = [torch.cat([m.weight.T, m.bias[None]]).reshape(-1).detach() for m in (first, second)]
+        assert torch.equal(MLPProbe(5, 4, 6).init(3, dtype=dtype, device="cpu"), torch.cat(flat))
+        assert torch.equal(LinearProbe(5, 6).init(3, dtype=dtype, device="cpu"), flat[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("probe", PROBES, ids=["linear", "mlp"])
+def test_cuda_and_cpu_start_from_the_same_weights(probe):
+    cpu = probe.init(0, dtype=torch.float64, device="cpu")
+    cuda = probe.init(0, dtype=torch.float64, device="cuda")
+    assert cuda.device.type == "cuda" and torch.equal(cuda.cpu(), cpu)

@@ -123,7 +123,14 @@ def test_schur_loo_equals_converged_reduced_problem(problem, l2):
     residual = (lin.f0 - y).reshape(-1)
     inverse = torch.linalg.inv(a)
     samples = torch.arange(10)
-    deltas = loo_deltas_schur(inverse, inverse @ residual, samples, k)
+    schur = loo_deltas_schur(inverse, inverse @ residual, samples, k)
+    dispatched = loo_deltas(a, inverse @ residual, residual, samples, k, t=math.inf, lr=None,
+                            time=Time.DISCRETE, inverse=inverse)
+    for deltas in (schur, dispatched):
+        _check_against_reduced_solves(lin, residual, inverse, deltas, l2, k)
+
+
+def _check_against_reduced_solves(lin, residual, inverse, deltas, l2, k):
     for i in range(10):
         keep = torch.ones(20, dtype=torch.bool)
         keep[2 * i:2 * i + 2] = False
@@ -135,9 +142,6 @@ def test_schur_loo_equals_converged_reduced_problem(problem, l2):
             u = -torch.linalg.pinv(jk) @ rk
         u_full = -lin.jac.T @ (inverse @ residual)
         assert _rel(-lin.jac.T @ deltas[:, i], u_full - u) < 1e-8
-    exact = loo_deltas(a, inverse @ residual, residual, samples, k, t=math.inf, lr=None,
-                       time=Time.DISCRETE, inverse=inverse)
-    assert torch.allclose(exact, deltas)
 
 
 def test_lyapunov_metric_equals_direct_solve():
@@ -244,10 +248,13 @@ def test_float32_and_projection_paths_run_and_agree_roughly():
     options = dict(probe="mlp", hidden=6, l2=0.5, progress=False)
     exact = compute_sui(features, labels, **options)
     single = compute_sui(features, labels, dtype="float32", **options)
-    assert np.allclose(single["sui_weight"], exact["sui_weight"], rtol=1e-2)
+    for column in ("sui_weight", "sui_functional"):  # measured max relative error 7.5e-6, 1.1e-5
+        assert np.allclose(single[column], exact[column], rtol=1e-4, atol=0)
     projected = compute_sui(features, labels, projection_dim=4000, **options)
     assert projected.attrs["lsi"]["options"]["n_parameters"] == 4000
-    assert spearmanr(projected["sui_weight"], exact["sui_weight"]).statistic > 0.8
+    # a seeded random 4000-dim projection: measured Spearman 0.998, max relative error 9.2%
+    assert spearmanr(projected["sui_weight"], exact["sui_weight"]).statistic >= 0.99
+    assert np.allclose(projected["sui_weight"], exact["sui_weight"], rtol=0.2, atol=0)
 
 
 def test_removal_order_recomputes_on_what_is_left():
@@ -316,3 +323,11 @@ def test_cifar10_mirror_pixels():
     df = compute_sui(pixels, labels, probe="linear", l2=1.0, ids=ds.ids[rows], progress=False)
     assert np.isfinite(df["sui_weight"]).all() and (df["sui_weight"] > 0).all()
     assert list(df["id"]) == list(ds.ids[rows])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_projection_is_the_same_on_cuda_and_cpu(problem):
+    model, x = problem["model"], problem["x"]
+    cpu = linearize(model, x, projection_dim=50, seed=5)
+    cuda = linearize(model, x, projection_dim=50, seed=5, device="cuda")
+    torch.testing.assert_close(cuda.jac.cpu(), cpu.jac)

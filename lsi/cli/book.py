@@ -33,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "e.g. -p n_train=5000 -p solver=newton-step")
     _profile_and_out(run, out_help="folder for the executed notebook "
                                    "(default: book/chapters for the book profile, "
-                                   "_build/<profile>/chapters otherwise)")
+                                   "_build/<profile>/chapters otherwise); its scores go to OUT/../data")
+    run.add_argument("--record-time", action="store_true",
+                     help="also record the measured wall time in book/data/<chapter>/runs.json, "
+                          "which the book's 'Take it away' section shows (e.g. for a ci run)")
     run.set_defaults(func=_run)
 
     build = actions.add_parser("build", help="execute every chapter, then build the HTML book",
@@ -47,10 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _profile_and_out(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="publish into book/chapters from a tree with uncommitted changes "
+                             "(the chapter's provenance then says +dirty); refused by default")
     parser.add_argument("--profile", default="book", choices=book.PROFILES,
                         help="ci: minutes on 2 cores; book: the published book; "
                              "paper: the paper's scale, for a GPU (default: book)")
     parser.add_argument("--out", type=Path, default=None, help=out_help)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (cells executed, time elapsed and left)")
 
 
 def _default_out(profile: str) -> Path:
@@ -84,8 +92,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"Unknown chapter {args.chapter!r}; choose one of {', '.join(chapters)}.")
     out = args.out or _chapters_dir(args.profile, _default_out(args.profile))
     report = book.run_chapter(chapters[args.chapter], args.profile,
-                              book.parse_overrides(args.parameter), out=out)
+                              book.parse_overrides(args.parameter), out=out, allow_dirty=args.allow_dirty,
+                              progress=not args.quiet)
     print(report)
+    if args.record_time and report.status == "executed":
+        published = book.data_dir(book.PUBLISHED) / args.chapter
+        runs = book.read_runs(published)
+        runs[args.profile] = book.read_runs(book.data_dir(out) / args.chapter)[args.profile]
+        book.record_run(published, runs)
+        print(f"wall time at {args.profile} recorded in {published / 'runs.json'}")
     return 1 if report.status == "failed" else 0
 
 
@@ -94,7 +109,8 @@ def _build(args: argparse.Namespace) -> int:
     chapters_dir = _chapters_dir(args.profile, out)
     failed = False
     if not args.no_run:
-        reports = book.run_book(args.profile, out=chapters_dir)
+        reports = book.run_book(args.profile, out=chapters_dir, allow_dirty=args.allow_dirty,
+                                progress=not args.quiet)
         failed = any(r.status == "failed" for r in reports)
     html = book.build_site(chapters_dir, out)
     print(f"book built: {html / 'index.html'}")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from lsi.api import compute_lsi
+from lsi.defaults import LSI, PAPER, SUI
 from lsi.results import save_table
 
-DEFAULTS = dict(probe="linear", hidden=32, epochs=1000, lr=0.04, momentum=0.9, weight_decay=0.01,
-                solver="converged", hessian="diag", seed=0, device="cpu", dtype="float64")
+DEFAULTS = {**LSI, **PAPER}
 
 
 def register(subparsers) -> None:
@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         "compute", help="compute LSI for every sample (or a shard) and write a Parquet table",
         description="Compute Laplace Sample Information. Input: --features F.npz (arrays 'features' "
                     "n x d and 'labels' n), or --dataset NAME [--extractor E] (cached features), or "
-                    "--dataset digits (embedded). Defaults are the paper's: linear probe, lr 0.04, "
-                    "momentum 0.9, weight decay 0.01, 1000 epochs, diagonal Hessian.",
+                    f"--dataset digits (embedded). Defaults are the paper's: {DEFAULTS['probe']} probe, "
+                    f"lr {PAPER['lr']}, momentum {PAPER['momentum']}, weight decay {PAPER['weight_decay']}, "
+                    f"{PAPER['epochs']} epochs, {DEFAULTS['hessian']} Hessian.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--features", type=Path, help=".npz file with arrays 'features' and 'labels'")
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--limit", type=int, help="stratified random subset of this many samples")
     parser.add_argument("--out", type=Path, required=True, help="output Parquet file")
     parser.add_argument("--measure", choices=["lsi", "sui"], default="lsi", help="which measure to compute")
-    parser.add_argument("--l2", type=float, default=1.0,
+    parser.add_argument("--l2", type=float, default=SUI["cli_l2"],
                         help="SUI only: L2 regularisation of the linearised network (needed when the kernel is singular)")
     parser.add_argument("--probe", choices=["linear", "mlp"], default=DEFAULTS["probe"])
     parser.add_argument("--hidden", type=int, default=DEFAULTS["hidden"], help="MLP hidden width")
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", choices=["float64", "float32"], default=DEFAULTS["dtype"])
-    parser.add_argument("--memory-budget", default="1GiB", help="memory for one chunk of LOO models")
+    parser.add_argument("--memory-budget", default=DEFAULTS["memory_budget"], help="memory for one chunk of LOO models")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -72,9 +73,9 @@ def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
         X, y, ids = load_npz(args.features)
         return X, y, ids, {"source": str(args.features)}
     if args.dataset == "digits" and args.extractor is None:
-        from sklearn.datasets import load_digits
-        X, y = load_digits(return_X_y=True)
-        return X / 16.0, y, np.arange(len(y)), {"source": "sklearn.datasets.load_digits (pixels / 16)"}
+        from lsi.data import digits_pixels
+        X, y, ids = digits_pixels()
+        return X, y, ids, {"source": "lsi.data.digits_pixels (sklearn digits, uint8 pixels / 255)"}
     from lsi.features import extract_features
     fs = extract_features(args.dataset, **({"extractor": args.extractor} if args.extractor else {}),
                           split=args.split, limit=args.limit, device=args.device, progress=not args.quiet)
@@ -89,7 +90,7 @@ def run(args) -> int:
     if args.measure == "sui":
         from lsi.sui import compute_sui_features
         table = compute_sui_features(X, y, probe=args.probe, hidden=args.hidden, l2=args.l2,
-                                     checkpoint=str(checkpoint), **common)
+                                     memory_budget=args.memory_budget, checkpoint=str(checkpoint), **common)
     else:
         table = compute_lsi(X, y, probe=args.probe, hidden=args.hidden, solver=args.solver, hessian=args.hessian,
                             epochs=args.epochs, lr=args.lr, momentum=args.momentum,

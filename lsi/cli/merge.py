@@ -5,13 +5,15 @@ import argparse
 from pathlib import Path
 
 from lsi.results import concat_tables, load_table, save_table
+from lsi.runner import check_same_run
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "merge", help="join shard tables into one",
-        description="Join tables from 'lsi compute --indices a:b' runs. The shards must come from the same "
-                    "options and must not overlap.",
+        description="Join tables from 'lsi compute --indices a:b' runs. The shards must be parts of one run "
+                    "(same data, same options that change the numbers; device and memory budget may differ) "
+                    "and must not overlap.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("shards", nargs="+", type=Path, help="shard Parquet files")
     parser.add_argument("--out", type=Path, required=True, help="merged Parquet file")
@@ -20,12 +22,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     tables = [load_table(path) for path in args.shards]
-    options = [t.attrs.get("lsi", {}).get("options") for t in tables]
-    if any(o != options[0] for o in options[1:]):
-        raise ValueError("The shards were computed with different options; merge only shards of one run.")
+    check_same_run(tables, args.shards)
     merged = concat_tables(tables)
     merged.attrs["lsi"]["n_scored"] = len(merged)
-    merged.attrs["lsi"]["shards"] = [str(p) for p in args.shards]
+    merged.attrs["lsi"]["shards"] = [
+        {"path": str(p), "device": t.attrs["lsi"].get("device"), "options": t.attrs["lsi"].get("options"),
+         "commit": t.attrs["lsi"].get("commit"), "n_scored": len(t)} for p, t in zip(args.shards, tables)]
     save_table(merged, args.out)
     print(f"merged {len(tables)} shards, {len(merged)} rows, into {args.out}")
     return 0

@@ -106,5 +106,19 @@ def load_dataset(name: str, split: str = "train", *, limit: int | None = None, s
     return apply_limit(ds, limit, seed)
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "select_classes",
-           "get_spec", "load_dataset", "stratified_positions", "stratified_split", "to_pil"]
+def digits_pixels(limit: int | None = None, seed: int = 0):
+    """The embedded digits as one feature array: ``(features, labels, ids)``.
+
+    ``features`` are the stored uint8 pixels (scikit-learn's 0..16 scaled to
+    0..255 and rounded, see :func:`lsi.data.images.load_digits`) divided by 255,
+    shape ``(n, 64)``, float64. The command line (``lsi compute --dataset
+    digits``), the book and the tests use this one array.
+    """
+    import numpy as np
+
+    ds = load_dataset("digits", limit=limit, seed=seed)
+    return ds.images.reshape(len(ds), -1).astype(np.float64) / 255.0, ds.labels, ds.ids
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "SourceUnavailableError", "apply_limit", "digits_pixels",
+           "get_spec", "load_dataset", "select_classes", "stratified_positions", "stratified_split", "to_pil"]

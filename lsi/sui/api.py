@@ -1,7 +1,6 @@
 """The front door: :func:`compute_sui`, one row of smooth unique information per sample."""
 from __future__ import annotations
 
-import hashlib
 import math
 import time as _time
 from dataclasses import dataclass
@@ -10,12 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from lsi import runner
+from lsi.defaults import SUI
 from lsi.enums import DType, Probe
 from lsi.probes import make_probe
-from lsi.provenance import run_record
-from lsi.results import ChunkStore, concat_tables
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
                             check_positive)
 
@@ -35,20 +33,10 @@ class FlatProbe(torch.nn.Module):
     def __init__(self, kind: str, n_features: int, n_classes: int, hidden: int, seed: int):
         super().__init__()
         self.probe = make_probe(kind, n_features, n_classes, hidden)
-        with torch.random.fork_rng(devices=[]):
-            theta = self.probe.init(seed, dtype=torch.float64, device="cpu")
-        self.theta = torch.nn.Parameter(theta)
+        self.theta = torch.nn.Parameter(self.probe.init(seed, dtype=torch.float64, device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe.logits(self.theta[None], x)[0]
-
-
-def _fingerprint(*arrays: Any) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        if array is not None:
-            digest.update(np.ascontiguousarray(torch.as_tensor(array).detach().cpu().numpy()).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _one_hot_targets(labels: np.ndarray, k: int, n_classes: int, targets: Any) -> np.ndarray:
@@ -107,6 +95,16 @@ class _Fitted:
         """``f_t(X) - Y = r0 - Theta alpha``."""
         return self.residual - self.kernel @ self.alpha
 
+    def bytes_per_sample(self) -> int:
+        """Memory one sample of a chunk needs: its columns of ``A^-1`` (t = inf), its dual
+        iterates (discrete GD) or its reduced matrix and eigenvectors (exact path)."""
+        size, item = len(self.a), self.a.element_size()
+        if math.isinf(self.t):
+            return item * size * (self.k + 4)
+        if self.time is Time.DISCRETE and self.t <= 4 * size:
+            return item * size * 6
+        return item * 4 * size * size
+
     def deltas(self, samples: torch.Tensor) -> torch.Tensor:
         return loo_deltas(self.a, self.alpha, self.residual, samples, self.k, t=self.t, lr=self.lr,
                           time=self.time, inverse=self.inverse)
@@ -135,13 +133,14 @@ def _model_and_inputs(model_or_features, labels, inputs, heldout, probe, hidden,
 
 
 def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs: Any = None,
-                heldout: Any = None, targets: Any = None, probe: str = "mlp", hidden: int = 32,
-                t: float = math.inf, lr: float | None = None, l2: float = 0.0,
-                time: str = "discrete", sigma: float = 1.0, lyapunov: bool = False,
+                heldout: Any = None, targets: Any = None, probe: str = SUI["probe"], hidden: int = SUI["hidden"],
+                t: float = math.inf, lr: float | None = None, l2: float = SUI["l2"],
+                time: str = SUI["time"], sigma: float = SUI["sigma"], lyapunov: bool = False,
                 params: list[str] | None = None, projection_dim: int | None = None,
-                indices: Any = None, seed: int = 0, device: str = "cpu", dtype: str = "float64",
-                batch_size: int = 256, chunk_size: int = 64, checkpoint: str | None = None,
-                progress: bool = True, ids: Any = None) -> pd.DataFrame:
+                indices: Any = None, seed: int = SUI["seed"], device: str = SUI["device"],
+                dtype: str = SUI["dtype"], batch_size: int = SUI["batch_size"],
+                memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
+                checkpoint: str | None = None, progress: bool = True, ids: Any = None) -> pd.DataFrame:
     """Smooth unique information (Harutyunyan et al., ICLR 2021) of each training sample.
 
     The network is linearised around its weights ``w0`` and trained with
@@ -177,6 +176,9 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
             random subspace of this dimension (large models).
         indices: which samples to score (all by default); ``checkpoint``: a
             folder where finished chunks are kept so a killed run resumes.
+        memory_budget, chunk_size: samples per chunk follow from the memory
+            budget (:mod:`lsi.runner`, shared with :func:`lsi.compute_lsi`);
+            ``chunk_size`` fixes the number instead.
     """
     started = _time.perf_counter()
     time_mode = check_choice(time, Time, name="time")
@@ -211,32 +213,33 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
     metric = LyapunovMetric(jac, fit.trained_residual(), k, l2=l2) if lyapunov else None
     kernel, cross = fit.kernel, fit.cross
 
-    options = dict(measure="sui", model=kind, hidden=hidden, t=t, lr=lr, l2=l2,
+    module = runner.module_fingerprint(model) if kind == "module" else None
+    options = dict(model=kind, hidden=hidden, t=t, lr=lr, l2=l2,
                    time=time_mode.value, sigma=sigma, lyapunov=bool(lyapunov), params=params,
                    projection_dim=projection_dim, seed=seed, dtype=dtype, n_samples=n,
                    n_outputs=k, n_parameters=jac.shape[1],
                    functional_points="heldout" if heldout is not None else "train",
-                   n_functional_points=len(cross) // k, loss="sum of 1/2 squared errors",
-                   data=_fingerprint(train_inputs, heldout, y))
-    store = ChunkStore(checkpoint, options) if checkpoint else None
-    tables = []
-    chunks = [positions[s:s + chunk_size] for s in range(0, len(positions), chunk_size)]
-    for chunk in tqdm(chunks, desc="SUI", disable=not progress):
-        if store is not None and store.has(chunk):
-            tables.append(store.get(chunk))
-            continue
+                   n_functional_points=len(cross) // k, loss="sum of 1/2 squared errors")
+    identity = runner.run_identity("sui", options, data=runner.fingerprint(train_inputs, heldout, y),
+                                   module=module)
+
+    def score(chunk: np.ndarray, bar) -> pd.DataFrame:
         table = pd.DataFrame({"index": chunk, "id": ids[chunk], "label": labels[chunk]})
         deltas = fit.deltas(torch.as_tensor(chunk, device=kernel.device))
         table["sui_weight"] = weight_si(kernel, deltas, sigma).cpu().numpy()
         table["sui_functional"] = functional_si(cross, deltas, k, sigma).cpu().numpy()
         if metric is not None:
             table["sui_weight_lyapunov"] = metric(deltas).cpu().numpy()
-        if store is not None:
-            store.put(chunk, table)
-        tables.append(table)
-    result = concat_tables(tables)
-    result.attrs["lsi"] = run_record(device, options=options,
-                                     wall_time_s=round(_time.perf_counter() - started, 3))
+        return table
+
+    size = chunk_size or runner.chunk_size(fit.bytes_per_sample(), memory_budget)
+    result = runner.run(positions, score, size=size, identity=identity, checkpoint=checkpoint,
+                        progress=progress, desc="SUI")
+    result.attrs["lsi"] = runner.provenance(
+        device, identity=identity,
+        options={**options, "device": str(device), "memory_budget": memory_budget, "chunk_size": size,
+                 "batch_size": batch_size},
+        n_samples=n, n_scored=len(result), wall_time_s=_time.perf_counter() - started)
     return result
 
 

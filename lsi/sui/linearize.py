@@ -57,8 +57,8 @@ def _project(jac: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
     out = jac.new_zeros(jac.shape[0], dim)
     for block, start in enumerate(range(0, jac.shape[1], _PROJECTION_BLOCK)):
         stop = min(start + _PROJECTION_BLOCK, jac.shape[1])
-        gen = torch.Generator(device=jac.device).manual_seed(seed * 1_000_003 + block)
-        r = torch.randn(stop - start, dim, generator=gen, device=jac.device, dtype=jac.dtype)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + block)  # drawn on the CPU: same R on every device
+        r = torch.randn(stop - start, dim, generator=gen, dtype=jac.dtype).to(jac.device)
         out += jac[:, start:stop] @ r
     return out / dim**0.5
 

@@ -1,0 +1,154 @@
+"""One chunk-and-resume runner for every per-sample measure (LSI, SUI).
+
+A measure supplies a *score function* ``score(chunk) -> DataFrame`` (one row
+per sample position of the chunk) and the memory one sample of a chunk needs;
+:func:`run` splits the positions into chunks that fit the memory budget, skips
+chunks a :class:`~lsi.results.ChunkStore` already holds, scores the rest,
+stores each as it finishes and shows one progress bar.
+
+A run's **identity** (:func:`run_identity`) is what makes two tables parts of
+the same run: the measure, the options that change the numbers, a SHA-256 of
+the data (features/inputs and labels/targets) and, for a module probe, of the
+module's initial weights. It leaves out what does not change the result:
+device, memory budget, chunk size, progress. A checkpoint folder and
+``lsi merge`` both compare identities, so shards computed on ``cuda:0`` and
+``cuda:1`` or with different budgets merge, and shards of different data refuse.
+
+Every table's ``attrs["lsi"]`` follows one **provenance schema**
+(:func:`provenance`): ``measure``, ``identity``, ``options`` (all options,
+device and budget included), ``commit``, ``date``, ``device``, ``python``,
+``versions``, ``n_samples``, ``n_scored``, ``wall_time_s`` and measure-specific
+extras.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lsi.batching import chunks, models_per_chunk, parse_bytes
+from lsi.defaults import MAX_MODELS_PER_CHUNK
+from lsi.provenance import run_record
+from lsi.results import ChunkStore, concat_tables
+
+NOT_IDENTITY = ("device", "memory_budget", "chunk_size", "batch_size", "progress", "checkpoint")
+"""Options that change where or how fast a run goes, never its numbers."""
+
+
+def fingerprint(*arrays: Any) -> str:
+    """SHA-256 over arrays (numpy, torch or nested lists), their shapes and dtypes; ``None`` entries count."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none;")
+            continue
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module | None) -> str | None:
+    """SHA-256 of a module's parameters and buffers (names, shapes, values); ``None`` for no module."""
+    if module is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        digest.update(f"{name}:{array.dtype.str}{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def run_identity(measure: str, options: dict, *, data: str, module: str | None = None) -> dict:
+    """The run's identity: measure, math options (:data:`NOT_IDENTITY` dropped), data and module hashes."""
+    math = {k: v for k, v in options.items() if k not in NOT_IDENTITY}
+    identity = {"measure": measure, **math, "data_sha256": data}
+    if module is not None:
+        identity["module_sha256"] = module
+    return identity
+
+
+def chunk_size(bytes_per_sample: int, memory_budget: str | int, limit: int = MAX_MODELS_PER_CHUNK) -> int:
+    """Samples per chunk so that one chunk fits ``memory_budget`` (at least 1, at most ``limit``)."""
+    return models_per_chunk(int(bytes_per_sample), parse_bytes(memory_budget), limit)
+
+
+def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame], *, size: int,
+        identity: dict, checkpoint: str | Path | None = None, progress: bool = True,
+        desc: str = "", unit: str = "sample") -> pd.DataFrame:
+    """Score ``positions`` chunk by chunk; with ``checkpoint``, store and resume chunks.
+
+    ``score(chunk, bar)`` returns one row per position, with an ``index``
+    column; it may advance the progress ``bar`` within a chunk (fractions of a
+    sample), which the runner sets to the samples done after each chunk.
+    The chunk boundaries depend only on ``positions`` and ``size``, so a rerun
+    with the same arguments finds the chunks it finished.
+    """
+    store = ChunkStore(checkpoint, identity) if checkpoint is not None else None
+    tables, done = [], 0
+    bar = tqdm(total=len(positions), disable=not progress, unit=unit, desc=desc)
+    try:
+        for chunk in chunks(positions, size):
+            if store is not None and store.has(chunk):
+                tables.append(store.get(chunk))
+            else:
+                tables.append(score(chunk, bar))
+                if store is not None:
+                    store.put(chunk, tables[-1])
+            done += len(chunk)
+            bar.n = done
+            bar.refresh()
+    finally:
+        bar.close()
+    return concat_tables(tables)
+
+
+def provenance(device: str | torch.device, *, identity: dict, options: dict, n_samples: int,
+               n_scored: int, wall_time_s: float, **extra) -> dict:
+    """The one metadata schema of a result table (see the module docstring)."""
+    return run_record(device, measure=identity["measure"], identity=identity, options=options,
+                      n_samples=int(n_samples), n_scored=int(n_scored), wall_time_s=round(wall_time_s, 3),
+                      **extra)
+
+
+def check_same_run(tables: Iterable[pd.DataFrame], names: Iterable[str] | None = None) -> dict:
+    """The common identity of tables that are shards of one run; a clear error otherwise."""
+    tables = list(tables)
+    names = [str(n) for n in names] if names is not None else [f"table {i}" for i in range(len(tables))]
+    identities = [_identity_of(t) for t in tables]
+    first = identities[0]
+    for name, other in zip(names[1:], identities[1:]):
+        if other == first:
+            continue
+        if first.get("measure") != other.get("measure"):
+            raise ValueError(f"{name} holds {other.get('measure')!r} scores and {names[0]} "
+                             f"{first.get('measure')!r} scores; merge only shards of one measure.")
+        if first.get("data_sha256") != other.get("data_sha256"):
+            raise ValueError(f"{name} was computed on different data than {names[0]} (the SHA-256 of "
+                             f"features and labels differs); merge only shards of one data set.")
+        if first.get("module_sha256") != other.get("module_sha256"):
+            raise ValueError(f"{name} was computed with a module of other weights than {names[0]}; "
+                             f"merge only shards of one model.")
+        diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        shown = ", ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in diff)
+        raise ValueError(f"{name} and {names[0]} were computed with different options ({shown}); "
+                         f"merge only shards of one run.")
+    return first
+
+
+def _identity_of(table: pd.DataFrame) -> dict:
+    """A table's identity; tables written before identities existed fall back to their options."""
+    meta = table.attrs.get("lsi", {})
+    if "identity" in meta:
+        return meta["identity"]
+    options = meta.get("options") or {}
+    return {k: v for k, v in options.items() if k not in NOT_IDENTITY}

@@ -1,0 +1,45 @@
+"""Provenance: the commit a run records, and what counts as a modified tree."""
+import subprocess
+
+import pytest
+
+from lsi import provenance
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "book" / "chapters" / "ch.ipynb").write_text("{}")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return tmp_path
+
+
+def test_clean_tree_records_the_bare_commit(repo):
+    commit = provenance.git_commit(repo)
+    assert len(commit) == 12 and "+" not in commit
+    assert provenance.modified_files(repo) == []
+
+
+def test_executed_chapters_do_not_make_the_tree_dirty(repo):
+    (repo / "book" / "chapters" / "ch.ipynb").write_text('{"executed": true}')
+    (repo / "untracked.txt").write_text("scratch")
+    assert "+dirty" not in provenance.git_commit(repo)
+    assert "+dirty" not in provenance.git_commit(repo / "book")  # from a subfolder too
+
+
+def test_modified_code_makes_the_tree_dirty(repo):
+    (repo / "code.py").write_text("x = 2\n")
+    assert provenance.git_commit(repo).endswith("+dirty")
+    assert provenance.modified_files(repo / "book") == ["code.py"]
+
+
+def test_outside_a_repository_the_commit_is_unknown(tmp_path):
+    assert provenance.git_commit(tmp_path) == "unknown"
+    assert provenance.modified_files(tmp_path) is None
