@@ -33,6 +33,8 @@ rule                          yes when
 :func:`exceeds`               one quantity above another by more than the noise of both
 :func:`breaks_down`           an estimator is off by more than :data:`BREAKDOWN_FACTOR` in
                               every regime named by the claim (and not in the others)
+:func:`beats`                 paired bootstrap differences of a metric (e.g. AUROC of two
+                              scores on the same resamples) lie above 0
 ============================  ===============================================================
 
 :class:`Claim` pairs a paper's claim with the run's numbers, the verdict and
@@ -156,8 +158,8 @@ def separates(scores: Sequence[float], positive: Sequence[bool], *, what: str = 
     found = separation(scores, positive)
     auroc = found["auroc"]
     if auroc < WEAK_AUROC:
-        lower = "lower" if found["median_ratio"] < 1 else "about as high"
-        return Verdict(NO, f"{what} score {lower} than the rest (AUROC {auroc:.3f}, median ratio "
+        lower = "lower than" if found["median_ratio"] < 1 else "about as high as"
+        return Verdict(NO, f"{what} score {lower} the rest (AUROC {auroc:.3f}, median ratio "
                            f"{found['median_ratio']:.3g})", rule="separates")
     if auroc < STRONG_AUROC:
         return Verdict(PARTLY, f"{what} score higher, but the separation is weak (AUROC {auroc:.3f})",
@@ -346,6 +348,30 @@ def breaks_down(ratios: Mapping[str, float], *, at: Sequence[str], what: str = "
     return Verdict(YES, rule="breaks_down")
 
 
+def beats(differences: Sequence[float], *, what_a: str, what_b: str, metric: str = "AUROC") -> Verdict:
+    """Does score ``a`` do better than score ``b`` on the same samples?
+
+    ``differences`` are paired bootstrap draws of ``metric(a) - metric(b)``,
+    both computed on the same resample each time (for example from
+    :func:`lsi.compare.paired_differences`). yes: the :data:`CONFIDENCE`
+    interval of the differences lies above 0. partly: their mean is above 0
+    but the interval contains 0. no: the mean is at or below 0; the detail
+    says whether b is then ahead beyond the noise.
+    """
+    d = np.asarray(differences, float)
+    if d.size < 2:
+        raise ValueError("beats needs at least two bootstrap differences.")
+    tail = (1 - CONFIDENCE) / 2
+    low, high = (float(q) for q in np.quantile(d, [tail, 1 - tail]))
+    text = f"{metric} {what_a} - {what_b} = {d.mean():+.3f} ({CONFIDENCE:.0%} interval {low:+.3f} to {high:+.3f})"
+    if low > 0:
+        return Verdict(YES, rule="beats")
+    if d.mean() > 0:
+        return Verdict(PARTLY, f"{text}: ahead, but within the bootstrap noise", rule="beats")
+    behind = "behind beyond the noise" if high < 0 else "not ahead"
+    return Verdict(NO, f"{what_a} is {behind}: {text}", rule="beats")
+
+
 def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
     """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict."""
     from IPython.display import HTML
@@ -367,11 +393,13 @@ def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
         f"<p><small>Rules and thresholds: <code>lsi.claims</code>.</small></p></div>")
 
 
-def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
+def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = "the paper's"):
     """The chapter's summary, generated from its claims and measured facts (Markdown).
 
     ``facts`` are sentences the chapter builds from its own numbers; each claim
     adds one bullet with its verdict, so the summary cannot contradict the box.
+    ``whose`` names where the claims come from (a chapter that tests claims
+    beyond the paper passes, e.g., ``"these"``).
     """
     from IPython.display import Markdown
 
@@ -380,7 +408,7 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
     for c in claims:
         tier = f" ({c.tier} tier)" if c.tier else ""
         lines.append(f"- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
-    head = (f"Of the paper's {len(claims)} claims tested here, {counts[YES]} reproduced, "
+    head = (f"Of {whose} {len(claims)} claims tested here, {counts[YES]} reproduced, "
             f"{counts[PARTLY]} partly and {counts[NO]} not.")
     return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
 
@@ -388,6 +416,6 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = ()):
 __all__ = ["BREAKDOWN_FACTOR", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
            "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
            "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
-           "approximates", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail",
+           "approximates", "beats", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail",
            "more_concentrated", "ordered",
            "ratio_near", "separates", "summary", "weakly_correlated"]

@@ -129,6 +129,22 @@ def parse_index_range(text: str) -> slice:
     return slice(start, stop)
 
 
+def check_mask(mask: Any, n_samples: int, *, name: str = "flipped") -> np.ndarray:
+    """A boolean mask of known-wrong labels, length ``n_samples``, with both values present."""
+    array = np.asarray(mask)
+    if array.ndim != 1 or len(array) != n_samples:
+        raise ValueError(f"Expected {name} as a 1-D boolean mask of length {n_samples}, got shape {array.shape}.")
+    if array.dtype != bool:
+        if not np.isin(array, (0, 1)).all():
+            raise ValueError(f"Expected {name} as a boolean mask (True = wrong label), got values such as "
+                             f"{np.unique(array)[:3].tolist()}.")
+        array = array.astype(bool)
+    if array.all() or not array.any():
+        raise ValueError(f"{name} marks {'every' if array.all() else 'no'} sample; AUROC needs both "
+                         f"wrong and correct labels.")
+    return array
+
+
 def check_choice(value: Any, enum: type, *, name: str) -> Any:
     """Return ``enum(value)`` or raise a ValueError that lists the valid options."""
     try:

@@ -156,3 +156,22 @@ def test_breaks_down_on_both_sides_of_the_factor(near, mid, far, expected):
     assert claims.BREAKDOWN_FACTOR == 2.0
     with pytest.raises(ValueError, match="no measured ratio"):
         claims.breaks_down({"near": 1.0}, at=["far"])
+
+
+@pytest.mark.parametrize("centre, expected", [(0.05, "yes"), (0.005, "partly"), (-0.005, "no"), (-0.05, "no")])
+def test_beats_on_both_sides_of_zero(centre, expected):
+    draws = centre + 0.01 * np.random.default_rng(0).standard_normal(1000)  # interval about +-0.02
+    verdict = claims.beats(draws, what_a="LSI", what_b="loss")
+    assert verdict.status == expected and verdict.rule == "beats"
+    if centre == -0.05:
+        assert "behind beyond the noise" in verdict.detail
+    with pytest.raises(ValueError):
+        claims.beats([0.1], what_a="a", what_b="b")
+
+
+def test_summary_names_whose_claims_and_no_verdict_reads_well():
+    rows = [claims.Claim("c", "o", claims.Verdict(claims.YES))]
+    assert "Of the paper's 1 claims" in claims.summary(rows).data
+    assert "Of these 1 claims" in claims.summary(rows, whose="these").data
+    flat = claims.separates([1.0, 1.0, 1.0, 1.0], [True, False, True, False], what="flips")
+    assert "about as high as the rest" in flat.detail

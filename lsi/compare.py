@@ -1,0 +1,481 @@
+"""LSI among its peers: every informativeness score through one interface.
+
+:func:`scores` computes, for the same features, labels and linear probe, one
+column per method. Every column is oriented so that **higher means "more likely
+mislabelled / more informative"**; where a package's own score runs the other
+way, the column is its negative (or complement) and ``attrs["lsi"]["raw_sign"]``
+says so, so the package's value is ``raw_sign * column``.
+
+================  ===================================================================
+method            column (higher = ...)
+================  ===================================================================
+``lsi``           LSI in nats, the tier of ``solver`` (or ``lsi:<tier>``, e.g.
+                  ``lsi:newton-step``): more information about the weights.
+``loss``          cross-entropy of the sample under the full-data probe: worse fit.
+``self_influence`` ``g_i^T H^-1 g_i`` (gradient of the sample's loss, ``H`` the mean-form
+                  Hessian of the full-data objective): larger effect of up-weighting
+                  the sample on its own loss.
+``cleanlab``      ``1 - cleanlab.rank.get_label_quality_scores`` (self-confidence) on
+                  out-of-fold probabilities of the same probe: lower label quality.
+``knn_shapley``,  pyDVL's; **left out**: no pyDVL release runs with numpy >= 2 (see
+``loo``           :data:`PYDVL_UNAVAILABLE`). Asking for them raises an ImportError.
+``sui``           smooth unique information of the same linear probe (:mod:`lsi.sui`,
+                  ``sui_weight``): more unique information.
+``trak``          minus the TRAK attribution of the sample averaged over the targets
+                  (the test set given, else the other training samples; a sample's
+                  score on itself is left out, it would dominate): the sample pushes
+                  the targets' margins down, as a wrong label does. Raw TRAK = -column.
+``psmi``          minus pointwise sliced mutual information (the ``psmi`` package) of
+                  the sample's features and label: atypical of its class. Raw PSMI =
+                  -column.
+================  ===================================================================
+
+:func:`detection` turns a table and a mask of known-wrong labels into AUROC,
+average precision and precision at k (k = number of wrong labels) per method,
+with optional bootstrap intervals; ``lsi compare`` prints and writes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from lsi import training
+from lsi.enums import Solver
+from lsi.probes import make_probe
+from lsi.provenance import run_record
+from lsi.validation import check_features, check_labels, check_mask
+
+METHODS = ("lsi", "loss", "self_influence", "cleanlab", "knn_shapley", "loo", "sui", "trak", "psmi")
+"""Method names accepted by :func:`scores`; ``lsi:<tier>`` selects an LSI tier explicitly."""
+
+EXTRAS = {"cleanlab": ("cleanlab", "baselines"), "trak": ("trak", "baselines"), "psmi": ("psmi", "baselines")}
+"""Method -> (module it imports, extra of ``lsi`` that installs it)."""
+
+PYDVL_UNAVAILABLE = (
+    "pyDVL cannot be installed next to numpy 2.4 and torch 2.14: pyDVL 0.10.0 requires numpy<2 and "
+    "pyDVL 0.9.2 fails on import (np.float_ was removed in numpy 2), so it is left out of the "
+    "'baselines' extra and the knn_shapley and loo methods are unavailable.")
+
+RAW_SIGN = {"lsi": 1, "loss": 1, "self_influence": 1, "cleanlab": -1, "sui": 1, "trak": -1, "psmi": -1}
+"""Sign relating each column to the package's own score (cleanlab: column = 1 - quality)."""
+
+
+def _require(method: str):
+    if method in ("knn_shapley", "loo"):
+        raise ImportError(f"method {method!r}: {PYDVL_UNAVAILABLE}")
+    module, extra = EXTRAS[method]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"method {method!r} needs the {module!r} package: "
+                          f"pip install 'lsi[{extra}]'") from None
+
+
+def parse_methods(methods: str | Sequence[str]) -> list[str]:
+    """Check method names (a list or ``"a,b,c"``); unknown names list the valid ones."""
+    names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    if not names or not all(names):
+        raise ValueError("methods is empty; name at least one of " + ", ".join(METHODS) + ".")
+    tiers = [s.value for s in Solver]
+    for name in names:
+        base, _, tier = name.partition(":")
+        if base not in METHODS or (tier and (base != "lsi" or tier not in tiers)):
+            raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)} "
+                             f"(LSI tiers: {', '.join('lsi:' + t for t in tiers)}).")
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods lists a name twice: {names}.")
+    return names
+
+
+class _Fit:
+    """The full-data linear probe shared by loss, self-influence, TRAK (float64, converged)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, C: int, weight_decay: float, seed: int):
+        self.X, self.Y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y)
+        self.probe = make_probe("linear", X.shape[1], C)
+        self.weight_decay = weight_decay
+        theta0 = self.probe.init(seed, dtype=torch.float64, device="cpu")
+        self.theta, _ = training.fit_optimum(self.probe, theta0, self.X, self.Y,
+                                             weight_decay=weight_decay, tol=1e-12)
+
+    def loss(self) -> np.ndarray:
+        return self.probe.ce(self.theta[None], self.X, self.Y)[0].numpy()
+
+    def self_influence(self) -> np.ndarray:
+        n = len(self.X)
+        H = self.probe.hessian(self.theta, self.X, self.Y, torch.ones(n, dtype=torch.float64)) / n
+        H.diagonal().add_(self.weight_decay)
+        G = self.probe.per_sample_grads(self.theta, self.X, self.Y)
+        solved = torch.cholesky_solve(G.T, torch.linalg.cholesky(H)).T
+        return (G * solved).sum(1).numpy()
+
+    def layer(self) -> torch.nn.Linear:
+        d, C = self.X.shape[1], self.probe.n_classes
+        W = self.theta.view(d + 1, C)
+        layer = torch.nn.Linear(d, C)
+        with torch.no_grad():
+            layer.weight.copy_(W[:d].T)
+            layer.bias.copy_(W[d])
+        return layer
+
+
+def _cleanlab(X, y, C, weight_decay, seed, folds) -> np.ndarray:
+    _require("cleanlab")
+    rank = importlib.import_module("cleanlab.rank")
+    probs = np.zeros((len(y), C))
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
+        fit = _Fit(X[train], y[train], C, weight_decay, seed)
+        probs[held] = fit.probe.probabilities(fit.theta[None], torch.as_tensor(X[held]))[0].numpy()
+    return 1.0 - rank.get_label_quality_scores(y, probs, method="self_confidence")
+
+
+def _trak(fit: _Fit, test_X, test_y, proj_dim: int, seed: int) -> tuple[np.ndarray, str]:
+    trak = _require("trak")
+    from trak.projectors import BasicProjector, ProjectionType
+    layer = fit.layer().float()
+    grad_dim = sum(p.numel() for p in layer.parameters())
+    proj_dim = min(proj_dim, grad_dim)  # beyond the gradient's dimension TRAK's kernel is singular
+    # at least two blocks: traker 0.3.2's BasicProjector frees a single-block matrix in
+    # finalize_features and never rebuilds it for scoring (AttributeError: proj_matrix)
+    projector = BasicProjector(grad_dim=grad_dim, proj_dim=proj_dim, seed=seed, block_size=max(1, min(100, proj_dim // 2)),
+                               proj_type=ProjectionType.rademacher, device="cpu", dtype=torch.float32)
+    X = fit.X.float()
+    Xt = X if test_X is None else torch.as_tensor(np.asarray(test_X), dtype=torch.float32)
+    Yt = fit.Y if test_y is None else torch.as_tensor(np.asarray(test_y))
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stderr(io.StringIO()):  # traker's bars
+        traker = trak.TRAKer(model=layer, task="image_classification", train_set_size=len(X), save_dir=folder,
+                             device="cpu", projector=projector, proj_dim=proj_dim, use_half_precision=False,
+                             logging_level=40)
+        traker.load_checkpoint(layer.state_dict(), model_id=0)
+        for s in range(0, len(X), 256):
+            traker.featurize(batch=(X[s:s + 256], fit.Y[s:s + 256]), num_samples=len(X[s:s + 256]))
+        traker.finalize_features()
+        traker.start_scoring_checkpoint(exp_name="targets", checkpoint=layer.state_dict(), model_id=0,
+                                        num_targets=len(Xt))
+        for s in range(0, len(Xt), 256):
+            traker.score(batch=(Xt[s:s + 256], Yt[s:s + 256]), num_samples=len(Xt[s:s + 256]))
+        attribution = np.asarray(traker.finalize_scores(exp_name="targets"), dtype=np.float64)
+    projector_name = f"{type(projector).__name__} (rademacher, {proj_dim} dims, one checkpoint)"
+    if test_X is None:  # training samples as targets: leave each sample's score on itself out
+        np.fill_diagonal(attribution, 0.0)
+        return -attribution.sum(axis=1) / (len(X) - 1), projector_name
+    return -attribution.mean(axis=1), projector_name
+
+
+def _psmi(X, y, n_estimators: int, seed: int) -> np.ndarray:
+    psmi = _require("psmi")
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)  # the package draws its directions from numpy's global generator
+        mean, _, _ = psmi.PSMI(n_estimators=n_estimators).fit_transform(X, y)
+    finally:
+        np.random.set_state(state)
+    return -np.asarray(mean, dtype=np.float64)
+
+
+def scores(features: Any, labels: Any, methods: str | Sequence[str] = ("lsi", "loss"), *,
+           solver: str = "converged", hessian: str = "diag", weight_decay: float = 0.01, seed: int = 0,
+           tol: float = 1e-10, epochs: int = 1000, lr: float = 0.04, momentum: float = 0.9,
+           folds: int = 5, sui_l2: float = 1.0, trak_proj_dim: int = 512, test_features: Any = None,
+           test_labels: Any = None, psmi_estimators: int = 500, progress: bool = False) -> pd.DataFrame:
+    """One column per method, one row per sample, all from the same features, labels and probe.
+
+    Every column is oriented "higher = more likely mislabelled / more
+    informative" (module docstring). The probe is the linear probe of
+    :func:`lsi.compute_lsi` with weight decay ``weight_decay`` on all parameters,
+    fitted to convergence in float64 (``loss``, ``self_influence``, ``trak``,
+    and each ``cleanlab`` fold).
+
+    Options: ``solver``/``hessian``/``tol``/``epochs``/``lr``/``momentum`` for
+    ``lsi``; ``folds`` for ``cleanlab``; ``sui_l2`` for ``sui``; ``trak_proj_dim``
+    and the targets ``test_features``/``test_labels`` (default: the training
+    set) for ``trak``; ``psmi_estimators`` (random directions) for ``psmi``.
+
+    Returns a DataFrame whose ``attrs["lsi"]`` holds per-method wall times
+    (``wall_time_s``; each includes the full-data fit the method needs, as if it
+    ran alone), the options, ``raw_sign`` and, for TRAK, the projector that ran.
+    """
+    names = parse_methods(methods)
+    for name in names:  # fail before any work if a package is missing
+        if name.split(":")[0] in EXTRAS or name in ("knn_shapley", "loo"):
+            _require(name)
+    X = check_features(features)
+    y, C = check_labels(labels, len(X))
+    options = dict(solver=solver, hessian=hessian, weight_decay=weight_decay, seed=seed, tol=tol, epochs=epochs,
+                   lr=lr, momentum=momentum, folds=folds, sui_l2=sui_l2, trak_proj_dim=trak_proj_dim,
+                   trak_targets="training set" if test_features is None else f"{len(test_features)} test samples",
+                   psmi_estimators=psmi_estimators)
+    columns, walls, extra, fit, fit_time = {}, {}, {}, None, 0.0
+    for name in names:
+        base = name.split(":")[0]
+        started = time.perf_counter()
+        if base in ("loss", "self_influence", "trak") and fit is None:
+            fit = _Fit(X, y, C, weight_decay, seed)  # one full-data fit, shared
+            fit_time = time.perf_counter() - started
+            started = time.perf_counter()
+        if base == "lsi":
+            from lsi.api import compute_lsi
+            tier = name.partition(":")[2] or solver
+            table = compute_lsi(X, y, solver=tier, hessian=hessian, weight_decay=weight_decay, seed=seed, tol=tol,
+                                epochs=epochs, lr=lr, momentum=momentum, progress=progress)
+            columns[name] = table["lsi"].to_numpy()
+        elif base == "loss":
+            columns[name] = fit.loss()
+        elif base == "self_influence":
+            columns[name] = fit.self_influence()
+        elif base == "cleanlab":
+            columns[name] = _cleanlab(X, y, C, weight_decay, seed, folds)
+        elif base == "sui":
+            from lsi.sui import compute_sui_features
+            table = compute_sui_features(X, y, probe="linear", l2=sui_l2, seed=seed, progress=progress)
+            columns[name] = table["sui_weight"].to_numpy()
+        elif base == "trak":
+            columns[name], extra["trak_projector"] = _trak(fit, test_features, test_labels, trak_proj_dim, seed)
+        elif base == "psmi":
+            columns[name] = _psmi(X, y, psmi_estimators, seed)
+        # every method that needs the full-data fit is charged its time, as if run alone
+        walls[name] = round(time.perf_counter() - started + (fit_time if base in ("loss", "self_influence", "trak")
+                                                             else 0.0), 3)
+    table = pd.DataFrame(columns)
+    table.attrs["lsi"] = {**run_record("cpu"), "methods": names, "options": options, "wall_time_s": walls,
+                          "raw_sign": {n: RAW_SIGN[n.split(":")[0]] for n in names},
+                          "n_samples": len(X), "n_features": X.shape[1], "n_classes": C, **extra}
+    return table
+
+
+def precision_at_k(score: np.ndarray, positive: np.ndarray, k: int | None = None) -> float:
+    """Share of known-wrong labels among the ``k`` highest scores (``k`` = number of them)."""
+    k = int(positive.sum()) if k is None else int(k)
+    top = np.argsort(-np.asarray(score, float), kind="stable")[:k]
+    return float(positive[top].mean())
+
+
+def detection(table: pd.DataFrame, flipped: Any, *, bootstrap: int = 0, confidence: float = 0.95,
+              seed: int = 0) -> pd.DataFrame:
+    """How well each column of ``table`` finds the known-wrong labels ``flipped``.
+
+    One row per method: ``auroc``, ``average_precision``, ``precision_at_k``
+    (k = number flipped), ``k`` and ``wall_time_s`` (from ``table.attrs``);
+    with ``bootstrap`` > 0 resamples, percentile intervals ``*_low``/``*_high``
+    of AUROC and AP (samples resampled with replacement, seeded).
+    """
+    positive = check_mask(flipped, len(table))
+    walls = table.attrs.get("lsi", {}).get("wall_time_s", {})
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(table), len(table)) for _ in range(bootstrap)]
+    draws = [d for d in draws if 0 < positive[d].sum() < len(d)]
+    rows = []
+    for name in table.columns:
+        s = table[name].to_numpy(float)
+        row = {"method": name, "auroc": roc_auc_score(positive, s),
+               "average_precision": average_precision_score(positive, s),
+               "precision_at_k": precision_at_k(s, positive), "k": int(positive.sum()),
+               "wall_time_s": walls.get(name, np.nan)}
+        if draws:
+            tail = (1 - confidence) / 2
+            for key, metric in (("auroc", roc_auc_score), ("average_precision", average_precision_score)):
+                values = [metric(positive[d], s[d]) for d in draws]
+                row[f"{key}_low"], row[f"{key}_high"] = np.quantile(values, [tail, 1 - tail])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+@dataclass
+class NoisySet:
+    """One label-error setting: probe inputs, the labels a method sees, and which of them are wrong."""
+
+    name: str
+    features: np.ndarray
+    labels: np.ndarray
+    wrong: np.ndarray
+    ids: np.ndarray
+    positions: np.ndarray
+    """Rows of the feature set the samples come from (for images and texts)."""
+    noise: str
+
+
+def noisy_set(name: str, features: Any, *, noise: str = "flip:0.1", n: int | None = None,
+              feature_dim: int = 0, seed: int = 0) -> NoisySet:
+    """A setting for label-error detection from a :class:`lsi.features.FeatureSet` with clean labels.
+
+    A stratified random ``n`` of its samples (all if None, seeded), the top
+    ``feature_dim`` principal components (0: all features), and the labels
+    corrupted by ``noise``: ``"flip:<fraction>"`` (uniform flips to another
+    class, seeded) or ``"human:<label set>"`` (CIFAR-10N human labels; the ids
+    must be CIFAR-10 training indices). ``wrong`` marks labels that differ from
+    the clean ones.
+    """
+    from lsi.analysis import principal_components
+    from lsi.corruptions import flip_labels, human_labels
+    from lsi.data import stratified_positions
+
+    labels = np.asarray(features.labels)
+    positions = np.arange(len(labels)) if n is None else stratified_positions(labels, n, seed=seed)
+    kind, _, value = noise.partition(":")
+    if kind == "flip":
+        corrupted = flip_labels(labels[positions], float(value or 0.1), n_classes=len(features.classes), seed=seed)
+    elif kind == "human":
+        corrupted = human_labels(np.asarray(features.ids)[positions], value or "aggre")
+    else:
+        raise ValueError(f"noise={noise!r} is not valid; use 'flip:<fraction>' or 'human:<label set>'.")
+    wrong = np.zeros(len(positions), bool)
+    wrong[corrupted.changed] = True
+    X = np.asarray(features.features, dtype=np.float64)[positions]
+    return NoisySet(name, principal_components(X, feature_dim), np.asarray(corrupted.values), wrong,
+                    np.asarray(features.ids)[positions], positions, noise)
+
+
+def detect(setting: NoisySet, methods: str | Sequence[str], *, bootstrap: int = 1000, seed: int = 0,
+           **options: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`scores` of every method on ``setting`` and the :func:`detection` table with
+    bootstrap intervals; the table gains the setting's name, size and noise rate."""
+    table = scores(setting.features, setting.labels, methods, seed=seed, **options)
+    summary = detection(table, setting.wrong, bootstrap=bootstrap, seed=seed)
+    summary.insert(0, "setting", setting.name)
+    summary["n"], summary["noise_rate"] = len(setting.labels), float(setting.wrong.mean())
+    return table, summary
+
+
+def covariance_effect(table: pd.DataFrame, wrong: Any = None) -> dict[str, float]:
+    """What LSI's covariance term changes: LSI against its mean term alone (``kl_mean``).
+
+    ``table`` is :func:`lsi.compute_lsi` output. Returns the Spearman of the two
+    rankings, the share of the top-k samples they share (k = 10% of the samples,
+    or the number of wrong labels when ``wrong`` is given), the median share of
+    LSI held by the covariance term, and with ``wrong`` the AUROC of each.
+    """
+    full, mean = table["lsi"].to_numpy(float), table["kl_mean"].to_numpy(float)
+    k = max(1, int(round(0.1 * len(full)))) if wrong is None else int(np.sum(wrong))
+    top = set(np.argsort(-full, kind="stable")[:k]) & set(np.argsort(-mean, kind="stable")[:k])
+    found = {"spearman": float(pd.Series(full).corr(pd.Series(mean), method="spearman")),
+             "top_k": k, "top_k_shared": len(top) / k,
+             "median_cov_share": float(np.median(table["kl_cov"].to_numpy(float) / full))}
+    if wrong is not None:
+        positive = check_mask(wrong, len(full))
+        found["auroc_lsi"] = float(roc_auc_score(positive, full))
+        found["auroc_mean_term_only"] = float(roc_auc_score(positive, mean))
+    return found
+
+
+def raw(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns back in each package's own sign (``raw_sign * column``): PSMI and TRAK as published.
+
+    (cleanlab's quality is ``1 - column``; its raw column here is ``-column``,
+    which ranks the same.)"""
+    signs = table.attrs["lsi"]["raw_sign"]
+    return pd.DataFrame({name: signs[name] * table[name] for name in table.columns})
+
+
+def paired_differences(table: pd.DataFrame, wrong: Any, first: str, second: str, *, bootstrap: int = 1000,
+                       seed: int = 0, metric: str = "auroc") -> np.ndarray:
+    """Bootstrap draws of ``metric(first) - metric(second)``, both on the same resample each time.
+
+    ``metric`` is ``"auroc"`` or ``"average_precision"``; feed the draws to
+    :func:`lsi.claims.beats`.
+    """
+    positive = check_mask(wrong, len(table))
+    score = {"auroc": roc_auc_score, "average_precision": average_precision_score}[metric]
+    a, b = table[first].to_numpy(float), table[second].to_numpy(float)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(bootstrap):
+        d = rng.integers(0, len(a), len(a))
+        if 0 < positive[d].sum() < len(d):
+            draws.append(score(positive[d], a[d]) - score(positive[d], b[d]))
+    return np.asarray(draws)
+
+
+def class_positions(labels: Any, classes: Sequence[int], n: int | None = None, *,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``labels`` in ``classes`` (a stratified random ``n`` of them, seeded) and their
+    labels renumbered 0..len(classes)-1 in the order given."""
+    from lsi.data import stratified_positions
+
+    labels = np.asarray(labels)
+    pool = np.flatnonzero(np.isin(labels, list(classes)))
+    if not len(pool):
+        raise ValueError(f"no samples of classes {list(classes)}.")
+    if n is not None:
+        pool = pool[stratified_positions(labels[pool], n, seed=seed)]
+    return pool, _renumber(labels[pool], classes)
+
+
+def _renumber(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    lookup = {int(c): i for i, c in enumerate(classes)}
+    return np.array([lookup[int(v)] for v in labels], dtype=np.int64)
+
+
+def project(train: Any, test: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``train`` and ``test`` features on the top ``dim`` principal components of ``train``
+    (as :func:`lsi.analysis.principal_components`; ``dim <= 0`` keeps all features)."""
+    from sklearn.decomposition import PCA
+
+    train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
+    if dim <= 0 or dim >= train.shape[1]:
+        return train, test
+    pca = PCA(n_components=dim, svd_solver="full").fit(train)
+    return pca.transform(train), pca.transform(test)
+
+
+def load_features(dataset: str, **options: Any):
+    """:func:`lsi.features.extract_features` of ``dataset``, or ``(None, reason)`` when its data
+    are not available here: returns ``(feature_set, None)`` or ``(None, message)``."""
+    from lsi.data import SourceUnavailableError
+    from lsi.features import extract_features
+
+    try:
+        return extract_features(dataset, **options), None
+    except SourceUnavailableError as error:
+        return None, f"{dataset} is not available on this machine, so this part is skipped: {error}"
+
+
+def trak_and_lsi(train: Any, test: Any, *, n: int | None = None, n_test: int | None = None, feature_dim: int = 0,
+                 solver: str = "converged", trak_proj_dim: int = 512, seed: int = 0) -> pd.DataFrame:
+    """The paper's App. B: LSI of each training sample next to its TRAK score averaged over a test set.
+
+    ``train`` and ``test`` are feature sets (:class:`lsi.features.FeatureSet`);
+    stratified random ``n`` and ``n_test`` of them (seeded, all if None), both
+    on the top ``feature_dim`` principal components of the training features.
+    Columns ``index`` (row of ``train``), ``id``, ``label``, ``lsi`` and ``trak``,
+    the **raw** mean TRAK attribution (positive: the sample helps the test
+    predictions); ``attrs["lsi"]`` is that of :func:`scores`.
+    """
+    from lsi.data import stratified_positions
+
+    rows = np.arange(len(train.labels)) if n is None else stratified_positions(train.labels, n, seed=seed)
+    targets = np.arange(len(test.labels)) if n_test is None else stratified_positions(test.labels, n_test, seed=seed)
+    X, T = project(train.features[rows], test.features[targets], feature_dim)
+    table = scores(X, train.labels[rows], [f"lsi:{solver}", "trak"], trak_proj_dim=trak_proj_dim, seed=seed,
+                   test_features=T, test_labels=test.labels[targets])
+    frame = pd.DataFrame({"index": rows, "id": np.asarray(train.ids)[rows], "label": train.labels[rows],
+                          "lsi": table[f"lsi:{solver}"].to_numpy(), "trak": -table["trak"].to_numpy()})
+    frame.attrs["lsi"] = {**table.attrs["lsi"], "n_test": len(targets)}
+    return frame
+
+
+def load_benchmark(path: str | Path) -> tuple[dict | None, str | None]:
+    """A benchmark result written by a script in ``benchmarks/`` (JSON), or ``(None, reason)``."""
+    path = Path(path)
+    if not path.is_file():
+        return None, (f"{path} is not there: run the benchmark script that writes it (see its docstring) "
+                      f"through the heavy-job queue, then rerun this chapter.")
+    return json.loads(path.read_text()), None
+
+
+__all__ = ["EXTRAS", "METHODS", "NoisySet", "PYDVL_UNAVAILABLE", "RAW_SIGN", "class_positions", "covariance_effect", "detect", "detection",
+           "load_benchmark", "load_features", "noisy_set", "paired_differences", "parse_methods", "precision_at_k", "project", "raw",
+           "scores", "trak_and_lsi"]
