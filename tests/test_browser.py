@@ -81,9 +81,9 @@ def browser():
         chromium.close()
 
 
-def _offline_context(browser, outside: list[str]):
+def _offline_context(browser, outside: list[str], **options):
     """A browser context whose requests outside localhost are recorded in ``outside`` and blocked."""
-    context = browser.new_context()
+    context = browser.new_context(**options)
 
     def guard(route):
         url = urlparse(route.request.url)
@@ -202,19 +202,9 @@ def fixture_site(tmp_path_factory):
 @pytest.fixture()
 def offline_page(browser):
     """A page whose requests outside localhost are blocked and recorded, with its console errors."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
     outside: list[str] = []
     errors: list[str] = []
-
-    def guard(route):
-        url = urlparse(route.request.url)
-        if url.scheme in LOCAL_SCHEMES or url.hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", guard)
+    context = _offline_context(browser, outside, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
     page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
