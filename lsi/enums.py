@@ -42,3 +42,14 @@ class DType(str, Enum):
     """Default: LOO differences are tiny and need double precision."""
     FLOAT32 = "float32"
     """Faster, especially on GPUs; the KL is still accumulated in float64."""
+
+
+class Architecture(str, Enum):
+    """Pixel models of :mod:`lsi.networks` (CIFAR-sized inputs)."""
+
+    MLP = "mlp"
+    """Flattened pixels through ReLU hidden layers (512, 256, 128 by default)."""
+    SMALL_CNN = "small_cnn"
+    """The paper's CNN: three conv-ReLU-max-pool stages and a linear head (App D)."""
+    RESNET9 = "resnet9"
+    """The DAWNBench ResNet-9, with group normalisation in place of batch normalisation."""
