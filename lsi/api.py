@@ -23,7 +23,7 @@ from lsi import batching, curvature, runner, training
 from lsi.defaults import LSI, PAPER
 from lsi.enums import Hessian, Probe, Solver
 from lsi.kl import kl_terms
-from lsi.probes import ACTIVATIONS, make_probe
+from lsi.probes import ACTIVATIONS, ModuleProbe, make_probe
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
                             check_positive)
 
@@ -53,7 +53,12 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     solver
         ``"gd"``: the paper's Nesterov SGD for ``epochs`` steps from one seeded
         initialisation; ``"converged"``: each LOO optimum to gradient norm ``tol``;
-        ``"newton-step"``: one Newton step from the full-data optimum (screening).
+        ``"newton-step"``: one Newton step from the full-data optimum (screening);
+        ``"warm-start"``: first-order ``converged`` for networks (no Hessian is
+        factorised): ``theta_D`` is trained ``epochs`` steps from the init and on
+        to gradient norm ``tol/10``, each LOO model runs the same Nesterov steps
+        from ``theta_D`` until its gradient norm is below ``tol`` (at most
+        ``epochs`` steps each; ``grad_norm`` shows any that stopped short).
     hessian
         Posterior precision structure: ``"diag"``, ``"kfac"`` or ``"full"``.
     prior_precision
@@ -79,7 +84,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     positions = check_indices(indices, len(X))
     ids = _check_ids(ids, len(X))
     device, torch_dtype = batching.resolve_device(device), batching.resolve_dtype(dtype)
-    if torch_dtype != torch.float64 and options["solver"] != "gd":
+    if torch_dtype != torch.float64 and options["solver"] not in FIRST_ORDER:
         raise ValueError(f"solver={options['solver']!r} needs dtype='float64': it solves the full-data optimum "
                          f"to gradient norm 1e-13 and each leave-one-out problem to tol={options['tol']:g}, "
                          f"below float32 resolution. Use dtype='float64', or solver='gd' in float32.")
@@ -106,6 +111,10 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     return table
 
 
+FIRST_ORDER = ("gd", "warm-start")
+"""Solvers that train by Nesterov steps (no Hessian factorisation): the only ones for large networks."""
+
+
 class _Engine:
     """Full-data fit and per-chunk leave-one-out scoring for one set of options."""
 
@@ -115,9 +124,13 @@ class _Engine:
         self.structure, self.solver = options["hessian"], options["solver"]
         self.theta0 = probe.init(options["seed"], dtype=dtype, device=device)
         ones = torch.ones(1, n, dtype=dtype, device=device)
-        theta = self._train(ones)[0] if self.solver == "gd" else self.theta0
-        if self.solver != "gd":
-            theta, _ = training.fit_optimum(probe, theta, X, Y, weight_decay=options["weight_decay"],
+        if self.solver in FIRST_ORDER:
+            theta = training.fit_first_order(
+                probe, self.theta0, X, Y, lr=options["lr"], momentum=options["momentum"],
+                weight_decay=options["weight_decay"], epochs=options["epochs"],
+                tol=options["tol"] / 10 if self.solver == "warm-start" else None)
+        else:
+            theta, _ = training.fit_optimum(probe, self.theta0, X, Y, weight_decay=options["weight_decay"],
                                             tol=min(options["tol"], 1e-12) / 10)
             self.factor = training.factor_hessian(probe, theta, X, Y, weight_decay=options["weight_decay"])
         self.theta_D = theta
@@ -129,11 +142,13 @@ class _Engine:
         tau = self.o["weight_decay"] * m if self.o["prior_precision"] is None else self.o["prior_precision"]
         return torch.full((count,), float(tau), dtype=torch.float64, device=self.X.device)
 
-    def _train(self, w, bar=None):
+    def _train(self, w, bar=None, *, start=None, tol=None):
+        """Nesterov steps for the models ``w`` from ``start`` (default: the seeded init), stopping at ``tol``."""
         o = self.o
         step = None if bar is None else (lambda epoch, theta: bar.update(len(w) / o["epochs"]))
-        return training.train_gd(self.probe, self.theta0, self.X, self.Y, w, lr=o["lr"], momentum=o["momentum"],
-                                 weight_decay=o["weight_decay"], epochs=o["epochs"], callback=step)
+        return training.train_gd(self.probe, self.theta0 if start is None else start, self.X, self.Y, w,
+                                 lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                                 epochs=o["epochs"], tol=tol, callback=step)
 
     def _solve(self, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         args = (self.probe, self.theta_D, self.factor, self.X, self.Y, excluded)
@@ -146,6 +161,8 @@ class _Engine:
     def bytes_per_model(self) -> int:
         n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
         hidden = getattr(self.probe, "hidden", 0)
+        if isinstance(self.probe, ModuleProbe):  # a network: its activations, kept for the backward pass
+            hidden = self.probe.activations_per_sample(self.X[0])
         per = 8 * (6 * n * (C + 2 * hidden) + 8 * K)
         if self.structure == "full":
             per += 8 * 4 * K * K
@@ -156,8 +173,9 @@ class _Engine:
         excluded = torch.as_tensor(chunk, device=self.X.device)
         w = training.loo_weights(n, excluded, dtype=self.X.dtype, device=self.X.device)
         prior = self._prior(n - 1, len(chunk))
-        if self.solver == "gd":
-            theta = self._train(w, bar)
+        if self.solver in FIRST_ORDER:
+            start, tol = (self.theta_D, o["tol"]) if self.solver == "warm-start" else (None, None)
+            theta = self._train(w, bar, start=start, tol=tol)
             delta = theta - self.theta_D
             grad_norm = training.objective_grad(self.probe, theta, self.X, self.Y, w, o["weight_decay"]).norm(dim=1)
         else:
@@ -193,7 +211,7 @@ def _check_options(**o) -> dict:
         raise ValueError(f"momentum == {o['momentum']}, must be < 1.")
     if o["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation={o['activation']!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
-    strict = o["solver"] != "gd"
+    strict = o["solver"] not in FIRST_ORDER
     if strict and o["probe"] == "mlp" and o["activation"] == "relu":
         raise ValueError(f"solver={o['solver']!r} needs a smooth probe with a strict minimum; a ReLU MLP's "
                          f"optimum can sit on a kink where no gradient tolerance is reachable. Use solver='gd' "

@@ -22,6 +22,10 @@ class Solver(str, Enum):
     """Each LOO problem warm-started at the full-data optimum and solved to a gradient tolerance."""
     NEWTON_STEP = "newton-step"
     """One Newton step from the full-data optimum for every sample at once (screening tier)."""
+    WARM_START = "warm-start"
+    """First-order ``converged`` for networks too large to factorise their Hessian: the full-data model
+    trained ``epochs`` steps from the seeded init and on to gradient norm ``tol/10``; each LOO model
+    continues the same Nesterov updates from it until its gradient norm is below ``tol``."""
 
 
 class Hessian(str, Enum):

@@ -20,12 +20,16 @@ per-sample group normalisation instead (see :func:`resnet9`).
 from __future__ import annotations
 
 import math
+from copy import deepcopy
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from lsi import training
+from lsi.defaults import PAPER
 from lsi.enums import Architecture
+from lsi.probes import ModuleProbe
 from lsi.validation import check_choice
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -162,3 +166,30 @@ def build(name: str, *, n_classes: int = 10, width: int | Sequence[int] | None =
 def head_parameters(net: Network) -> list[str]:
     """Names (in ``named_parameters`` order) of the last layer's parameters: ``head.weight``, ``head.bias``."""
     return [name for name, _ in net.named_parameters() if name.startswith("head.")]
+
+
+def with_parameters(net: Network, theta: Tensor) -> Network:
+    """A copy of ``net`` holding the flat parameter vector ``theta`` (``parameters()`` order, as
+    :class:`lsi.probes.ModuleProbe` flattens it), in ``theta``'s dtype and on its device."""
+    copy = deepcopy(net).to(device=theta.device, dtype=theta.dtype)
+    nn.utils.vector_to_parameters(theta, copy.parameters())
+    return copy
+
+
+def fit(net: Network, inputs: Tensor, labels: Tensor, *, epochs: int = PAPER["epochs"], lr: float = PAPER["lr"],
+        momentum: float = PAPER["momentum"], weight_decay: float = PAPER["weight_decay"],
+        tol: float | None = None) -> Network:
+    """The full-data network ``theta_D`` that :func:`lsi.compute_lsi` computes for ``probe=net``.
+
+    ``epochs`` full-batch Nesterov steps from ``net``'s weights on the mean
+    cross-entropy plus ``(lambda/2) ||theta||^2`` (:func:`lsi.training.fit_first_order`,
+    in the dtype and on the device of ``inputs``); ``tol=None`` is ``solver="gd"``,
+    and ``compute_lsi(solver="warm-start", tol=t)`` corresponds to ``tol=t/10``.
+    Returns a new network (``net`` is untouched) whose :meth:`Network.features`
+    are the frozen features of the "last layer" LSI.
+    """
+    probe = ModuleProbe(net, net.head.out_features)
+    theta0 = probe.init(0, dtype=inputs.dtype, device=inputs.device)
+    theta = training.fit_first_order(probe, theta0, inputs, labels, lr=lr, momentum=momentum,
+                                     weight_decay=weight_decay, epochs=epochs, tol=tol)
+    return with_parameters(net, theta)
