@@ -36,7 +36,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                 indices: Any = None, seed: int = PAPER["seed"], device: str | torch.device = LSI["device"],
                 dtype: str = LSI["dtype"], tol: float = LSI["tol"], memory_budget: str | int = LSI["memory_budget"],
                 checkpoint: str | Path | None = None, progress: bool = True, ids: Any = None,
-                n_classes: int | None = None) -> pd.DataFrame:
+                n_classes: int | None = None, marginals: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Laplace Sample Information of each requested training sample.
 
     Parameters
@@ -68,6 +68,12 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
         Which samples to score: ``None`` (all), ``"a:b"``, a slice or positions.
     checkpoint
         Folder for finished chunks; rerunning with the same arguments resumes.
+    marginals
+        For a module probe with ``hessian="diag"``: ``{name: [parameter names]}`` adds a
+        column ``lsi_<name>``, the KL between the two posteriors' marginals on those
+        parameters (for diagonal precisions: the KL's terms over their coordinates only),
+        from the same retrained models. ``{"last_layer": ["head.weight", "head.bias"]}``
+        is the authors' last-layer LSI (Appendix D) of fully retrained networks.
 
     Returns
     -------
@@ -79,6 +85,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                              activation=activation, epochs=epochs,
                              lr=lr, momentum=momentum, weight_decay=weight_decay,
                              prior_precision=prior_precision, seed=seed, tol=tol)
+    if marginals:
+        options["marginals"] = _check_marginals(marginals, probe, options["hessian"])
     X = _check_inputs(features, probe)
     Y, C = check_labels(labels, len(X), n_classes=n_classes)
     positions = check_indices(indices, len(X))
@@ -190,7 +198,17 @@ class _Engine:
             "index": chunk, "id": ids[chunk], "label": labels[chunk],
             "lsi": (mean + cov).cpu().numpy(), "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(),
             "grad_norm": grad_norm.double().cpu().numpy(),
+            **{f"lsi_{name}": self._marginal_kl(names, P1, delta) for name, names in o.get("marginals", {}).items()},
         })
+
+    def _marginal_kl(self, names: list[str], P1: curvature.Diag, delta: torch.Tensor) -> np.ndarray:
+        """KL of the diagonal posteriors restricted to the coordinates of the module parameters ``names``."""
+        offsets = np.cumsum([0, *self.probe.sizes]).tolist()
+        coords = torch.cat([torch.arange(offsets[k], offsets[k + 1], device=delta.device)
+                            for k, name in enumerate(self.probe.names) if name in names])
+        mean, cov = kl_terms(curvature.Diag(self.P0.ggn[:, coords], self.P0.prior),
+                             curvature.Diag(P1.ggn[:, coords], P1.prior), delta[:, coords])
+        return (mean + cov).cpu().numpy()
 
 
 def _check_options(**o) -> dict:
@@ -224,6 +242,22 @@ def _check_options(**o) -> dict:
                          "pass prior_precision=<a positive number>.")
     o["seed"] = int(o["seed"])
     return o
+
+
+def _check_marginals(marginals: dict, probe, hessian: str) -> dict[str, list[str]]:
+    if not isinstance(probe, torch.nn.Module) or hessian != "diag":
+        raise ValueError("marginals needs a torch.nn.Module probe and hessian='diag' (the marginal of a "
+                         "diagonal Gaussian is its sub-diagonal); pass marginals=None otherwise.")
+    known = [name for name, _ in probe.named_parameters()]
+    checked = {}
+    for group, names in marginals.items():
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [name for name in names if name not in known]
+        if not names or unknown:
+            raise ValueError(f"marginals[{group!r}] names {unknown or 'no parameters'}; the module's parameters "
+                             f"are {', '.join(known)}.")
+        checked[str(group)] = names
+    return checked
 
 
 def _check_inputs(features: Any, probe) -> np.ndarray:
