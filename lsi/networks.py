@@ -193,3 +193,36 @@ def fit(net: Network, inputs: Tensor, labels: Tensor, *, epochs: int = PAPER["ep
     theta = training.fit_first_order(probe, theta0, inputs, labels, lr=lr, momentum=momentum,
                                      weight_decay=weight_decay, epochs=epochs, tol=tol)
     return with_parameters(net, theta)
+
+
+def train(net: Network, inputs: Tensor, labels: Tensor, *, epochs: int, lr: float = PAPER["lr"],
+          momentum: float = PAPER["momentum"], weight_decay: float = PAPER["weight_decay"],
+          batch_size: int | None = None, seed: int = 0) -> Network:
+    """A copy of ``net`` trained by ``SGD(lr, momentum, nesterov=True, weight_decay)`` on the mean cross-entropy.
+
+    The paper's procedure (Appendix N) with an optional mini-batch schedule, for
+    the learnability experiments where a network is trained on a subset and
+    then evaluated: ``batch_size=None`` takes one full-batch step per epoch
+    (the same trajectory as :func:`fit`); otherwise every epoch visits the samples in
+    batches of ``batch_size``, in an order drawn from ``torch.Generator().manual_seed(seed)``.
+    The copy lives in ``inputs``' dtype and on its device; ``net`` is untouched.
+    """
+    model = deepcopy(net).to(device=inputs.device, dtype=inputs.dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True,
+                                weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(int(seed))
+    size = len(inputs) if batch_size is None else int(batch_size)
+    for _ in range(epochs):
+        order = torch.arange(len(inputs)) if batch_size is None else torch.randperm(len(inputs), generator=generator)
+        for batch in order.to(inputs.device).split(size):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
+            optimizer.step()
+    return model
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, inputs: Tensor, labels: Tensor, *, batch_size: int = 1024) -> float:
+    """Share of ``inputs`` whose largest logit is the label, evaluated ``batch_size`` at a time."""
+    hits = sum(int((net(x).argmax(1) == y).sum()) for x, y in zip(inputs.split(batch_size), labels.split(batch_size)))
+    return hits / len(inputs)

@@ -238,3 +238,32 @@ def test_marginal_lsi_of_the_last_layer_equals_brute_force():
         lsi.compute_lsi(X, y, probe=net, solver="gd", epochs=1, marginals={"x": ["fc.weight"]}, progress=False)
     with pytest.raises(ValueError, match="hessian='diag'"):
         lsi.compute_lsi(X, y, probe=net, solver="gd", hessian="full", epochs=1, marginals={"x": head}, progress=False)
+
+
+def test_train_full_batch_is_fit_and_mini_batches_follow_the_seed():
+    X, y = _images(12, seed=6)
+    net = networks.build("mlp", n_classes=3, width=(5,), seed=7)
+    full = networks.train(net, X, y, epochs=6)
+    err = float((_flat(full) - _flat(networks.fit(net, X, y, epochs=6))).abs().max())
+    print(f"MEASURED train (full batch) vs fit: max abs err {err:.3g}")
+    assert err <= 1e-15  # measured 2.1e-17
+    runs = [_flat(networks.train(net, X, y, epochs=3, batch_size=5, seed=s)) for s in (0, 0, 1)]
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+    order = torch.Generator().manual_seed(0)  # the same schedule by hand: 3 epochs of 5, 5, 2 samples
+    model = copy.deepcopy(net)
+    optimizer = torch.optim.SGD(model.parameters(), nesterov=True, **HYPER)
+    for _ in range(3):
+        for batch in torch.randperm(12, generator=order).split(5):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(X[batch]), y[batch]).backward()
+            optimizer.step()
+    assert torch.equal(runs[0], _flat(model))
+
+
+def test_accuracy_counts_argmax_hits():
+    net = _linear_network(2, 2, seed=0)
+    with torch.no_grad():
+        net.head.weight.copy_(torch.eye(2, dtype=torch.float64))
+        net.head.bias.zero_()
+    X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    assert networks.accuracy(net, X, torch.tensor([0, 1, 1, 1]), batch_size=3) == 0.75
