@@ -226,3 +226,24 @@ def accuracy(net: nn.Module, inputs: Tensor, labels: Tensor, *, batch_size: int 
     """Share of ``inputs`` whose largest logit is the label, evaluated ``batch_size`` at a time."""
     hits = sum(int((net(x).argmax(1) == y).sum()) for x, y in zip(inputs.split(batch_size), labels.split(batch_size)))
     return hits / len(inputs)
+
+
+def forward_flops(net: nn.Module, shape: Sequence[int] = IMAGE_SHAPE) -> int:
+    """Multiply-adds x 2 of one forward pass on one input of ``shape``, counted over the convolutions and
+    linear layers (``2 * outputs * fan_in`` each; activations, pooling and normalisation are not counted).
+
+    A training step costs about three forward passes per sample (forward,
+    and a backward pass of about twice its cost), which turns this count into the
+    time estimates of the probe-to-network chapters.
+    """
+    counts: list[int] = []
+
+    def count(module: nn.Module, _inputs, output: Tensor) -> None:
+        counts.append(2 * output.numel() * module.weight[0].numel())
+
+    shadow = deepcopy(net).to(device="meta", dtype=torch.float32)  # shapes only: nothing is computed
+    for module in shadow.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.register_forward_hook(count)
+    shadow(torch.empty(1, *shape, device="meta"))
+    return sum(counts)

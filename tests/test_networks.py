@@ -267,3 +267,9 @@ def test_accuracy_counts_argmax_hits():
         net.head.bias.zero_()
     X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
     assert networks.accuracy(net, X, torch.tensor([0, 1, 1, 1]), batch_size=3) == 0.75
+
+
+def test_forward_flops_of_the_small_cnn_by_hand():
+    convolutions = 2 * (16 * 32 * 32 * 3 * 9 + 32 * 16 * 16 * 16 * 9 + 64 * 8 * 8 * 32 * 9)
+    assert networks.forward_flops(networks.build("small_cnn")) == convolutions + 2 * 10 * 1024
+    assert networks.forward_flops(networks.build("mlp", width=(4,))) == 2 * (3072 * 4 + 4 * 10)
