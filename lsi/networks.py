@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from lsi import training
-from lsi.defaults import PAPER
-from lsi.enums import Architecture
+from lsi.defaults import LSI, PAPER
+from lsi.enums import Architecture, Solver
 from lsi.probes import ModuleProbe
 from lsi.validation import check_choice
 
@@ -176,22 +176,26 @@ def with_parameters(net: Network, theta: Tensor) -> Network:
     return copy
 
 
-def fit(net: Network, inputs: Tensor, labels: Tensor, *, epochs: int = PAPER["epochs"], lr: float = PAPER["lr"],
-        momentum: float = PAPER["momentum"], weight_decay: float = PAPER["weight_decay"],
-        tol: float | None = None) -> Network:
-    """The full-data network ``theta_D`` that :func:`lsi.compute_lsi` computes for ``probe=net``.
+def fit(net: Network, inputs: Tensor, labels: Tensor, *, solver: str = "gd", epochs: int = PAPER["epochs"],
+        lr: float = PAPER["lr"], momentum: float = PAPER["momentum"], weight_decay: float = PAPER["weight_decay"],
+        tol: float = LSI["tol"]) -> Network:
+    """The full-data network ``theta_D`` that ``lsi.compute_lsi(inputs, labels, probe=net, ...)`` computes.
 
     ``epochs`` full-batch Nesterov steps from ``net``'s weights on the mean
     cross-entropy plus ``(lambda/2) ||theta||^2`` (:func:`lsi.training.fit_first_order`,
-    in the dtype and on the device of ``inputs``); ``tol=None`` is ``solver="gd"``,
-    and ``compute_lsi(solver="warm-start", tol=t)`` corresponds to ``tol=t/10``.
+    in the dtype and on the device of ``inputs``); with ``solver="warm-start"``,
+    then on to gradient norm ``tol/10``, as that tier does (``tol`` is ignored by ``"gd"``).
     Returns a new network (``net`` is untouched) whose :meth:`Network.features`
     are the frozen features of the "last layer" LSI.
     """
+    solver = check_choice(solver, Solver, name="solver").value
+    if solver not in ("gd", "warm-start"):
+        raise ValueError(f"solver={solver!r} does not train networks; choose 'gd' or 'warm-start'.")
     probe = ModuleProbe(net, net.head.out_features)
     theta0 = probe.init(0, dtype=inputs.dtype, device=inputs.device)
     theta = training.fit_first_order(probe, theta0, inputs, labels, lr=lr, momentum=momentum,
-                                     weight_decay=weight_decay, epochs=epochs, tol=tol)
+                                     weight_decay=weight_decay, epochs=epochs,
+                                     tol=tol / 10 if solver == "warm-start" else None)
     return with_parameters(net, theta)
 
 

@@ -273,3 +273,18 @@ def test_forward_flops_of_the_small_cnn_by_hand():
     convolutions = 2 * (16 * 32 * 32 * 3 * 9 + 32 * 16 * 16 * 16 * 9 + 64 * 8 * 8 * 32 * 9)
     assert networks.forward_flops(networks.build("small_cnn")) == convolutions + 2 * 10 * 1024
     assert networks.forward_flops(networks.build("mlp", width=(4,))) == 2 * (3072 * 4 + 4 * 10)
+
+
+@pytest.mark.parametrize("solver", ["gd", "warm-start"])
+def test_fit_gives_the_full_data_network_of_compute_lsi(solver):
+    X, y = _images(10, seed=7)
+    net = networks.build("mlp", n_classes=3, width=(4,), seed=8)
+    options = dict(solver=solver, epochs=30, tol=1e-2)
+    table = lsi.compute_lsi(X, y, probe=net, indices=[0], progress=False, **options)
+    probe = ModuleProbe(net, 3)
+    theta_D = _flat(networks.fit(net, X, y, **options))
+    norm = float(training.objective_grad(probe, theta_D[None], X, y, torch.ones(1, 10, dtype=X.dtype),
+                                         HYPER["weight_decay"]).norm())
+    assert norm == table.attrs["lsi"]["full_data_grad_norm"]
+    with pytest.raises(ValueError, match="'gd' or 'warm-start'"):
+        networks.fit(net, X, y, solver="converged")
