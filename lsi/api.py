@@ -12,6 +12,7 @@ given a ``checkpoint`` folder, written chunk by chunk so a killed run resumes.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,11 @@ class _Engine:
         self.theta_D = theta
         g = training.objective_grad(probe, theta[None], X, Y, ones, options["weight_decay"])
         self.full_grad_norm = float(g.norm())
+        if self.solver == "warm-start" and self.full_grad_norm > options["tol"] / 10:
+            warnings.warn(f"solver='warm-start': the full-data model stopped at gradient norm {self.full_grad_norm:.3g} "
+                          f"after {options['epochs']} further steps, above tol/10 = {options['tol'] / 10:g}; the "
+                          f"leave-one-out models then also continue its training. Raise epochs or tol.",
+                          RuntimeWarning, stacklevel=3)
         self.P0 = curvature.precision(self.structure, probe, theta[None], X, ones, self._prior(n, 1))
 
     def _prior(self, m: int, count: int) -> torch.Tensor:

@@ -275,6 +275,7 @@ def test_forward_flops_of_the_small_cnn_by_hand():
     assert networks.forward_flops(networks.build("mlp", width=(4,))) == 2 * (3072 * 4 + 4 * 10)
 
 
+@pytest.mark.filterwarnings("ignore:solver='warm-start'")  # a few steps: the point is the same network, not convergence
 @pytest.mark.parametrize("solver", ["gd", "warm-start"])
 def test_fit_gives_the_full_data_network_of_compute_lsi(solver):
     X, y = _images(10, seed=7)
@@ -288,3 +289,10 @@ def test_fit_gives_the_full_data_network_of_compute_lsi(solver):
     assert norm == table.attrs["lsi"]["full_data_grad_norm"]
     with pytest.raises(ValueError, match="'gd' or 'warm-start'"):
         networks.fit(net, X, y, solver="converged")
+
+
+def test_warm_start_warns_when_the_full_data_model_is_not_converged():
+    X, y = _images(10, seed=8)
+    net = networks.build("mlp", n_classes=3, width=(4,), seed=9)
+    with pytest.warns(RuntimeWarning, match="above tol/10"):
+        lsi.compute_lsi(X, y, probe=net, solver="warm-start", epochs=2, tol=1e-6, indices=[0], progress=False)
