@@ -57,3 +57,5 @@ class Architecture(str, Enum):
     """The paper's CNN: three conv-ReLU-max-pool stages and a linear head (App D)."""
     RESNET9 = "resnet9"
     """The DAWNBench ResNet-9, with group normalisation in place of batch normalisation."""
+    RESNET18 = "resnet18"
+    """ResNet-18 in its 32 px variant (3x3 stem, no max-pool), group normalisation; the paper profile's network."""

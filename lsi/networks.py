@@ -1,4 +1,4 @@
-"""Pixel models for the probe-to-network experiments: an MLP, the paper's small CNN and a ResNet-9.
+"""Pixel models for the probe-to-network experiments: an MLP, the paper's small CNN, a ResNet-9 and a ResNet-18.
 
 Every model is a :class:`Network`: a feature ``body`` followed by one linear
 ``head``, ``logits = head(body(x))`` for CIFAR-sized inputs ``x`` of shape
@@ -14,7 +14,7 @@ shift for normalisation layers).
 
 No model has batch normalisation: its batch statistics couple the samples, so a
 sample given weight 0 in the loss would still act on the others through them, and
-leave-one-out by a weight mask would not be leave-one-out. The ResNet-9 uses
+leave-one-out by a weight mask would not be leave-one-out. The ResNets use
 per-sample group normalisation instead (see :func:`resnet9`).
 """
 from __future__ import annotations
@@ -126,8 +126,42 @@ def resnet9(n_classes: int, width: int = 64) -> Network:
     return Network(body, nn.Linear(8 * w, n_classes))
 
 
+class BasicBlock(nn.Module):
+    """ResNet-18's block: ``relu(x' + f(x))`` with ``f`` two ``conv 3x3 -> GroupNorm`` (a ReLU between) and
+    ``x'`` the input, or a ``conv 1x1 -> GroupNorm`` projection when the stride or the width changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        norm = lambda c: nn.GroupNorm(math.gcd(c, 8), c)
+        self.inner = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), norm(c_out), nn.ReLU(),
+                                   nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), norm(c_out))
+        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
+                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), norm(c_out)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.shortcut(x) + self.inner(x))
+
+
+def resnet18(n_classes: int, width: int = 64) -> Network:
+    """ResNet-18 for 32 px inputs (He et al. 2016, the usual CIFAR variant) with channels ``w, 2w, 4w, 8w``.
+
+    Stem ``conv 3x3 (3 -> w) -> GroupNorm -> ReLU`` (no 7x7 convolution and no
+    max-pool, which would shrink a 32 px image too early); four stages of two
+    :class:`BasicBlock`, strides 1, 2, 2, 2; global average pool; linear head
+    ``8w -> C``. ``width=64`` is the standard network (11.2 M parameters). As in
+    :func:`resnet9`, group normalisation replaces batch normalisation.
+    """
+    w = int(width)
+    widths, layers = [w, 2 * w, 4 * w, 8 * w], [_conv_norm_relu(3, w)]
+    for c_in, c_out, stride in zip([w, *widths[:-1]], widths, [1, 2, 2, 2]):
+        layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
+    body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Network(body, nn.Linear(8 * w, n_classes))
+
+
 ARCHITECTURES: dict[Architecture, Callable[..., Network]] = {
-    Architecture.MLP: mlp, Architecture.SMALL_CNN: small_cnn, Architecture.RESNET9: resnet9}
+    Architecture.MLP: mlp, Architecture.SMALL_CNN: small_cnn, Architecture.RESNET9: resnet9,
+    Architecture.RESNET18: resnet18}
 
 
 def initialise(net: nn.Module, generator: torch.Generator) -> None:
@@ -145,10 +179,10 @@ def initialise(net: nn.Module, generator: torch.Generator) -> None:
 
 def build(name: str, *, n_classes: int = 10, width: int | Sequence[int] | None = None, seed: int = 0,
           device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> Network:
-    """The front door: ``"mlp"``, ``"small_cnn"`` or ``"resnet9"`` with seeded weights.
+    """The front door: ``"mlp"``, ``"small_cnn"``, ``"resnet9"`` or ``"resnet18"`` with seeded weights.
 
     ``width`` is the architecture's width argument (hidden sizes for the MLP,
-    three channel counts for the CNN, the base width ``w`` of the ResNet-9);
+    three channel counts for the CNN, the base width ``w`` of the ResNets);
     ``None`` keeps the default. The module is created on the meta device (no
     draws from the global generator), materialised on the CPU in float32,
     initialised from ``torch.Generator().manual_seed(seed)`` and then cast to

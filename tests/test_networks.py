@@ -16,7 +16,7 @@ from lsi import networks, reference, training
 from lsi.probes import ModuleProbe
 
 HYPER = dict(lr=0.04, momentum=0.9, weight_decay=0.01)
-TINY = {"mlp": (6, 5), "small_cnn": (2, 2, 2), "resnet9": 2}
+TINY = {"mlp": (6, 5), "small_cnn": (2, 2, 2), "resnet9": 2, "resnet18": 2}
 """Narrow widths of each architecture, so that every test runs in seconds."""
 
 
@@ -44,6 +44,7 @@ def test_default_widths_give_the_documented_sizes():
     assert sizes["small_cnn"] == 33_834
     assert sizes["mlp"] == 3072 * 512 + 512 + 512 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
     assert networks.build("resnet9").head.in_features == 512
+    assert sum(p.numel() for p in networks.build("resnet18").parameters()) == 11_173_962  # torchvision's, 10 classes
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -65,7 +66,7 @@ def test_build_places_and_types_the_weights():
 
 
 def test_unknown_network_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="'mlp', 'small_cnn', 'resnet9'"):
+    with pytest.raises(ValueError, match="'mlp', 'small_cnn', 'resnet9', 'resnet18'"):
         networks.build("vgg")
     with pytest.raises(ValueError, match="3 convolutions"):
         networks.build("small_cnn", width=(4, 8))
