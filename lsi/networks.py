@@ -192,7 +192,7 @@ def build(name: str, *, n_classes: int = 10, width: int | Sequence[int] | None =
     key = check_choice(name, Architecture, name="network")
     with torch.device("meta"):
         net = ARCHITECTURES[key](n_classes, *([] if width is None else [width]))
-    net = net.to_empty(device="cpu")
+    net = net.to_empty(device="cpu").to(torch.float32)  # whatever the default dtype
     initialise(net, torch.Generator().manual_seed(int(seed)))
     return net.to(device=device, dtype=dtype)
 
@@ -283,5 +283,5 @@ def forward_flops(net: nn.Module, shape: Sequence[int] = IMAGE_SHAPE) -> int:
     for module in shadow.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.register_forward_hook(count)
-    shadow(torch.empty(1, *shape, device="meta"))
+    shadow(torch.empty(1, *shape, device="meta", dtype=torch.float32))
     return sum(counts)

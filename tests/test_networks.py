@@ -55,8 +55,13 @@ def test_build_is_deterministic_and_leaves_the_global_generator_alone(name):
     assert torch.equal(torch.random.get_rng_state(), state)
     assert torch.equal(_flat(first), _flat(second))
     assert not torch.allclose(_flat(first), _flat(other))
-    torch.manual_seed(5)  # PyTorch's own default initialisation, drawn from the global generator
-    default = networks.ARCHITECTURES[networks.Architecture(name)](10, TINY[name]).double()
+    torch.manual_seed(5)  # PyTorch's own default initialisation, drawn from the global generator in float32
+    default_dtype = torch.get_default_dtype()  # another test module may have changed it
+    torch.set_default_dtype(torch.float32)
+    try:
+        default = networks.ARCHITECTURES[networks.Architecture(name)](10, TINY[name]).double()
+    finally:
+        torch.set_default_dtype(default_dtype)
     assert torch.equal(_flat(first), _flat(default))
 
 
