@@ -11,6 +11,8 @@
 * :func:`binary_task` and :func:`probe_accuracy` - equal-size two-class tasks of
   different difficulty and the held-out accuracy of the same probe.
 * :func:`median_intervals` - per-group medians with bootstrap intervals (Fig. 7 left).
+* :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
+  wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
 """
 from __future__ import annotations
 
@@ -197,6 +199,23 @@ def compare_rankings(scores: Mapping[str, Sequence[float]], reference: str, *,
                           f"top {fraction:.0%} overlap": top_overlap(values, ref, fraction),
                           "median relative difference": float(np.median(np.abs(values - ref) / np.abs(ref)))}
     return pd.DataFrame(rows).T.rename_axis(f"against {reference}")
+
+
+def score_probes(features: Any, labels: Any, probes: Mapping[str, Mapping[str, Any]]
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """LSI of ``(features, labels)`` under each named :func:`lsi.compute_lsi` configuration in ``probes``.
+
+    Returns ``(scores, reasons)``: the table of every configuration that ran, and for each one whose
+    solver does not apply here (:class:`lsi.training.SolverDoesNotApply`, e.g. the converged tier on a
+    non-convex MLP whose optimum it cannot certify) the solver's own explanation instead.
+    """
+    scores, reasons = {}, {}
+    for name, options in probes.items():
+        try:
+            scores[name] = compute_lsi(features, labels, **options)
+        except training.SolverDoesNotApply as error:
+            reasons[name] = str(error)
+    return scores, reasons
 
 
 def slope_words(slope: float) -> str:

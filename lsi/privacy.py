@@ -47,6 +47,11 @@ UNPAIRED_OFFSET = 10_000
 DEFAULT_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 """The RDP orders opacus's accountant uses by default."""
 
+PER_INSTANCE_ORDERS = DEFAULT_ORDERS + list(np.geomspace(64, 1e8, 2000))
+"""Orders for the per-instance bound: opacus's, then up to 1e8. A sample with a small total
+sensitivity ``b`` has its best order near ``1 + sqrt(log(1/delta) / b)``, beyond opacus's last (63)
+for ``b`` below about 1e-3; this grid covers ``b`` down to about 1e-15."""
+
 
 def _opacus_noise(generators: list[torch.Generator], d: int, C: int, dtype) -> Tensor:
     """``xi_t`` per seed in the probe's ``(d+1, C)`` layout, drawn in opacus's order (weight ``(C, d)``, then bias)."""
@@ -114,15 +119,17 @@ def per_instance_epsilon(sum_sq_sensitivity: np.ndarray, noise: float, clip: flo
 
     Step t is a Gaussian mechanism with sensitivity ``||c_t g_t||`` and noise std
     ``sigma C``; its RDP at order a is ``a ||c_t g_t||^2 / (2 sigma^2 C^2)``, and the
-    total converts to (epsilon, delta) with opacus's ``get_privacy_spent``.
+    total converts to (epsilon, delta) with opacus's ``get_privacy_spent`` over
+    :data:`PER_INSTANCE_ORDERS`, floored at 0.
     """
     if noise == 0:
         return np.full(len(sum_sq_sensitivity), np.inf)
     from opacus.accountants.analysis.rdp import get_privacy_spent
 
-    orders = np.asarray(DEFAULT_ORDERS)
+    orders = np.asarray(PER_INSTANCE_ORDERS)
     base = np.asarray(sum_sq_sensitivity, float) / (2 * noise ** 2 * clip ** 2)
-    return np.array([get_privacy_spent(orders=orders, rdp=orders * b, delta=delta)[0] for b in base])
+    # the conversion can go below 0 at large orders for a tiny b; (0, delta)-DP holds there
+    return np.array([max(get_privacy_spent(orders=orders, rdp=orders * b, delta=delta)[0], 0.0) for b in base])
 
 
 def per_instance_kl(sum_sq_sensitivity: np.ndarray, noise: float, clip: float) -> np.ndarray:
@@ -205,7 +212,7 @@ def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, 
     return table
 
 
-__all__ = ["DEFAULT_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
+__all__ = ["DEFAULT_ORDERS", "PER_INSTANCE_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
            "train_dp"]
 
 

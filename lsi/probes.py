@@ -21,9 +21,15 @@ leave-one-out engine run at matrix-multiply speed.
 from __future__ import annotations
 
 import math
+import warnings
+
 import torch
 from torch import Tensor
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
+
+with warnings.catch_warnings():  # forward-mode AD (jvp) loads these on first use, through the deprecated torch.jit.script
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    from torch._decomp import decompositions_for_jvp  # noqa: F401
 
 
 def _augment(X: Tensor) -> Tensor:

@@ -24,6 +24,12 @@ from torch import Tensor
 from lsi.probes import Probe
 
 
+class SolverDoesNotApply(RuntimeError):
+    """The converged or newton-step tier cannot certify an optimum for this probe and data: the
+    full-data or a leave-one-out solve stops short of its gradient tolerance, or the Hessian at the
+    optimum is not positive definite (a non-convex probe). The ``gd`` tier still applies."""
+
+
 def objective_grad(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor,
                    weight_decay: float) -> Tensor:
     """``grad L_b(theta_b)`` for every model, ``(B, K)``."""
@@ -109,7 +115,7 @@ def fit_optimum(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, *, weight_dec
         elif ratio > 0.75:
             mu = 0.0 if mu < 1e-9 else mu / 4
     else:
-        raise RuntimeError(
+        raise SolverDoesNotApply(
             f"The full-data optimum was not found to gradient norm {tol:g} in {max_iter} Newton steps "
             f"(reached {norm:.3g}). A piecewise-linear (ReLU) model can have its minimum on a kink, "
             f"where no gradient tolerance is reachable; use solver='gd' for such probes."
@@ -214,7 +220,7 @@ def _newton(probe: Probe, theta_D: Tensor, delta: Tensor, X: Tensor, Y: Tensor, 
                and _objective(probe, theta + t * step, X, Y, w, weight_decay) > value + 1e-4 * t * (g @ step)):
             t /= 2
         delta = delta + t * step
-    raise RuntimeError(
+    raise SolverDoesNotApply(
         f"A leave-one-out solve did not reach gradient norm {tol:g} in {max_iter} Newton steps "
         f"(reached {float(g.norm()):.3g}). The probe may be non-convex here; use solver='gd' or a larger weight_decay."
     )
@@ -251,7 +257,7 @@ def factor_hessian(probe: Probe, theta_D: Tensor, X: Tensor, Y: Tensor, *, weigh
     H.diagonal().add_(weight_decay)
     factor, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0:
-        raise RuntimeError(
+        raise SolverDoesNotApply(
             "The full-data Hessian is not positive definite at the optimum, so the converged "
             "and newton-step solvers do not apply (a non-convex probe away from a strict minimum). "
             "Use solver='gd' or a larger weight_decay."

@@ -105,3 +105,19 @@ def test_compare_rankings_against_hand_values():
                                           (-1.6, "steeper than 1/n"), (float("nan"), "not measured")])
 def test_slope_words_on_both_sides_of_the_tolerance(slope, words):
     assert experiments.slope_words(slope).startswith(words)
+
+
+def test_score_probes_reports_why_a_tier_does_not_apply():
+    """A GELU MLP with more parameters (2,410) than samples (40) on noise: the converged tier cannot certify
+    its optimum, so score_probes returns the solver's reason for it and the linear probe's scores as they are."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 64))
+    y = rng.integers(0, 10, 40)
+    linear = dict(solver="converged", weight_decay=0.01, progress=False)
+    scores, reasons = experiments.score_probes(X, y, {
+        "linear": linear, "gelu": dict(probe="mlp", hidden=32, activation="gelu", solver="converged",
+                                       weight_decay=0.01, progress=False)})
+    assert list(scores) == ["linear"] and list(reasons) == ["gelu"]
+    assert "solver='gd'" in reasons["gelu"]
+    pd.testing.assert_frame_equal(scores["linear"].drop(columns="seconds", errors="ignore"),
+                                  lsi.compute_lsi(X, y, **linear).drop(columns="seconds", errors="ignore"))

@@ -89,6 +89,26 @@ def test_epsilon_is_opacus_rdp_of_the_gaussian_mechanism_at_rate_one():
     assert privacy.per_instance_kl(worst, sigma, clip)[0] == pytest.approx(steps / (2 * sigma ** 2))
 
 
+def test_per_instance_epsilon_of_a_small_sensitivity_finds_its_best_order():
+    """Opacus's orders end at 63; a sample with a small total sensitivity b has its best order beyond that.
+    The bound is the minimum of the RDP conversion over all orders (brute force on a dense grid), never
+    below 0, and no warning says that the grid ended too early."""
+    import warnings
+
+    sigma, clip, delta = 8.1, 0.5, 2e-3
+    b = np.array([1e-8, 1e-4, 1e-2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = privacy.per_instance_epsilon(b * 2 * sigma ** 2 * clip ** 2, sigma, clip, delta)
+    orders = np.geomspace(1.001, 1e9, 400_001)[:, None]
+    eps = orders * b - (np.log(delta) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders)
+    np.testing.assert_allclose(got, np.maximum(eps.min(axis=0), 0.0), rtol=3e-5)
+    opacus_orders = np.asarray(privacy.DEFAULT_ORDERS)[:, None]
+    eps_opacus = (opacus_orders * b - (np.log(delta) + np.log(opacus_orders)) / (opacus_orders - 1)
+                  + np.log((opacus_orders - 1) / opacus_orders)).min(axis=0)
+    assert got[0] == 0.0 and got[1] < 0.8 * eps_opacus[1] and got[2] == pytest.approx(eps_opacus[2], rel=1e-3)
+
+
 def test_dp_lsi_table_and_accounting():
     X, Y, _ = _data(n=30)
     table = privacy.dp_lsi(X.numpy(), Y.numpy(), clips=[0.01, 1.0], noises=[0.0, 8.1], seeds=[0, 1],
