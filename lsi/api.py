@@ -12,6 +12,7 @@ given a ``checkpoint`` folder, written chunk by chunk so a killed run resumes.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from lsi import batching, curvature, runner, training
 from lsi.defaults import LSI, PAPER
 from lsi.enums import Hessian, Probe, Solver
 from lsi.kl import kl_terms
-from lsi.probes import ACTIVATIONS, make_probe
+from lsi.probes import ACTIVATIONS, ModuleProbe, make_probe
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
                             check_positive)
 
@@ -36,7 +37,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                 indices: Any = None, seed: int = PAPER["seed"], device: str | torch.device = LSI["device"],
                 dtype: str = LSI["dtype"], tol: float = LSI["tol"], memory_budget: str | int = LSI["memory_budget"],
                 checkpoint: str | Path | None = None, progress: bool = True, ids: Any = None,
-                n_classes: int | None = None) -> pd.DataFrame:
+                n_classes: int | None = None, marginals: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Laplace Sample Information of each requested training sample.
 
     Parameters
@@ -53,7 +54,12 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     solver
         ``"gd"``: the paper's Nesterov SGD for ``epochs`` steps from one seeded
         initialisation; ``"converged"``: each LOO optimum to gradient norm ``tol``;
-        ``"newton-step"``: one Newton step from the full-data optimum (screening).
+        ``"newton-step"``: one Newton step from the full-data optimum (screening);
+        ``"warm-start"``: first-order ``converged`` for networks (no Hessian is
+        factorised): ``theta_D`` is trained ``epochs`` steps from the init and on
+        to gradient norm ``tol/10``, each LOO model runs the same Nesterov steps
+        from ``theta_D`` until its gradient norm is below ``tol`` (at most
+        ``epochs`` steps each; ``grad_norm`` shows any that stopped short).
     hessian
         Posterior precision structure: ``"diag"``, ``"kfac"`` or ``"full"``.
     prior_precision
@@ -63,6 +69,12 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
         Which samples to score: ``None`` (all), ``"a:b"``, a slice or positions.
     checkpoint
         Folder for finished chunks; rerunning with the same arguments resumes.
+    marginals
+        For a module probe with ``hessian="diag"``: ``{name: [parameter names]}`` adds a
+        column ``lsi_<name>``, the KL between the two posteriors' marginals on those
+        parameters (for diagonal precisions: the KL's terms over their coordinates only),
+        from the same retrained models. ``{"last_layer": ["head.weight", "head.bias"]}``
+        is the authors' last-layer LSI (Appendix D) of fully retrained networks.
 
     Returns
     -------
@@ -74,12 +86,14 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                              activation=activation, epochs=epochs,
                              lr=lr, momentum=momentum, weight_decay=weight_decay,
                              prior_precision=prior_precision, seed=seed, tol=tol)
+    if marginals:
+        options["marginals"] = _check_marginals(marginals, probe, options["hessian"])
     X = _check_inputs(features, probe)
     Y, C = check_labels(labels, len(X), n_classes=n_classes)
     positions = check_indices(indices, len(X))
     ids = _check_ids(ids, len(X))
     device, torch_dtype = batching.resolve_device(device), batching.resolve_dtype(dtype)
-    if torch_dtype != torch.float64 and options["solver"] != "gd":
+    if torch_dtype != torch.float64 and options["solver"] not in FIRST_ORDER:
         raise ValueError(f"solver={options['solver']!r} needs dtype='float64': it solves the full-data optimum "
                          f"to gradient norm 1e-13 and each leave-one-out problem to tol={options['tol']:g}, "
                          f"below float32 resolution. Use dtype='float64', or solver='gd' in float32.")
@@ -106,6 +120,10 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     return table
 
 
+FIRST_ORDER = ("gd", "warm-start")
+"""Solvers that train by Nesterov steps (no Hessian factorisation): the only ones for large networks."""
+
+
 class _Engine:
     """Full-data fit and per-chunk leave-one-out scoring for one set of options."""
 
@@ -115,25 +133,36 @@ class _Engine:
         self.structure, self.solver = options["hessian"], options["solver"]
         self.theta0 = probe.init(options["seed"], dtype=dtype, device=device)
         ones = torch.ones(1, n, dtype=dtype, device=device)
-        theta = self._train(ones)[0] if self.solver == "gd" else self.theta0
-        if self.solver != "gd":
-            theta, _ = training.fit_optimum(probe, theta, X, Y, weight_decay=options["weight_decay"],
+        if self.solver in FIRST_ORDER:
+            theta = training.fit_first_order(
+                probe, self.theta0, X, Y, lr=options["lr"], momentum=options["momentum"],
+                weight_decay=options["weight_decay"], epochs=options["epochs"],
+                tol=options["tol"] / 10 if self.solver == "warm-start" else None)
+        else:
+            theta, _ = training.fit_optimum(probe, self.theta0, X, Y, weight_decay=options["weight_decay"],
                                             tol=min(options["tol"], 1e-12) / 10)
             self.factor = training.factor_hessian(probe, theta, X, Y, weight_decay=options["weight_decay"])
         self.theta_D = theta
         g = training.objective_grad(probe, theta[None], X, Y, ones, options["weight_decay"])
         self.full_grad_norm = float(g.norm())
+        if self.solver == "warm-start" and self.full_grad_norm > options["tol"] / 10:
+            warnings.warn(f"solver='warm-start': the full-data model stopped at gradient norm {self.full_grad_norm:.3g} "
+                          f"after {options['epochs']} further steps, above tol/10 = {options['tol'] / 10:g}; the "
+                          f"leave-one-out models then also continue its training. Raise epochs or tol.",
+                          RuntimeWarning, stacklevel=3)
         self.P0 = curvature.precision(self.structure, probe, theta[None], X, ones, self._prior(n, 1))
 
     def _prior(self, m: int, count: int) -> torch.Tensor:
         tau = self.o["weight_decay"] * m if self.o["prior_precision"] is None else self.o["prior_precision"]
         return torch.full((count,), float(tau), dtype=torch.float64, device=self.X.device)
 
-    def _train(self, w, bar=None):
+    def _train(self, w, bar=None, *, start=None, tol=None):
+        """Nesterov steps for the models ``w`` from ``start`` (default: the seeded init), stopping at ``tol``."""
         o = self.o
         step = None if bar is None else (lambda epoch, theta: bar.update(len(w) / o["epochs"]))
-        return training.train_gd(self.probe, self.theta0, self.X, self.Y, w, lr=o["lr"], momentum=o["momentum"],
-                                 weight_decay=o["weight_decay"], epochs=o["epochs"], callback=step)
+        return training.train_gd(self.probe, self.theta0 if start is None else start, self.X, self.Y, w,
+                                 lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                                 epochs=o["epochs"], tol=tol, callback=step)
 
     def _solve(self, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         args = (self.probe, self.theta_D, self.factor, self.X, self.Y, excluded)
@@ -146,6 +175,8 @@ class _Engine:
     def bytes_per_model(self) -> int:
         n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
         hidden = getattr(self.probe, "hidden", 0)
+        if isinstance(self.probe, ModuleProbe):  # a network: its activations, kept for the backward pass
+            hidden = self.probe.activations_per_sample(self.X[0])
         per = 8 * (6 * n * (C + 2 * hidden) + 8 * K)
         if self.structure == "full":
             per += 8 * 4 * K * K
@@ -156,8 +187,9 @@ class _Engine:
         excluded = torch.as_tensor(chunk, device=self.X.device)
         w = training.loo_weights(n, excluded, dtype=self.X.dtype, device=self.X.device)
         prior = self._prior(n - 1, len(chunk))
-        if self.solver == "gd":
-            theta = self._train(w, bar)
+        if self.solver in FIRST_ORDER:
+            start, tol = (self.theta_D, o["tol"]) if self.solver == "warm-start" else (None, None)
+            theta = self._train(w, bar, start=start, tol=tol)
             delta = theta - self.theta_D
             grad_norm = training.objective_grad(self.probe, theta, self.X, self.Y, w, o["weight_decay"]).norm(dim=1)
         else:
@@ -172,7 +204,17 @@ class _Engine:
             "index": chunk, "id": ids[chunk], "label": labels[chunk],
             "lsi": (mean + cov).cpu().numpy(), "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(),
             "grad_norm": grad_norm.double().cpu().numpy(),
+            **{f"lsi_{name}": self._marginal_kl(names, P1, delta) for name, names in o.get("marginals", {}).items()},
         })
+
+    def _marginal_kl(self, names: list[str], P1: curvature.Diag, delta: torch.Tensor) -> np.ndarray:
+        """KL of the diagonal posteriors restricted to the coordinates of the module parameters ``names``."""
+        offsets = np.cumsum([0, *self.probe.sizes]).tolist()
+        coords = torch.cat([torch.arange(offsets[k], offsets[k + 1], device=delta.device)
+                            for k, name in enumerate(self.probe.names) if name in names])
+        mean, cov = kl_terms(curvature.Diag(self.P0.ggn[:, coords], self.P0.prior),
+                             curvature.Diag(P1.ggn[:, coords], P1.prior), delta[:, coords])
+        return (mean + cov).cpu().numpy()
 
 
 def _check_options(**o) -> dict:
@@ -193,7 +235,7 @@ def _check_options(**o) -> dict:
         raise ValueError(f"momentum == {o['momentum']}, must be < 1.")
     if o["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation={o['activation']!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
-    strict = o["solver"] != "gd"
+    strict = o["solver"] not in FIRST_ORDER
     if strict and o["probe"] == "mlp" and o["activation"] == "relu":
         raise ValueError(f"solver={o['solver']!r} needs a smooth probe with a strict minimum; a ReLU MLP's "
                          f"optimum can sit on a kink where no gradient tolerance is reachable. Use solver='gd' "
@@ -206,6 +248,22 @@ def _check_options(**o) -> dict:
                          "pass prior_precision=<a positive number>.")
     o["seed"] = int(o["seed"])
     return o
+
+
+def _check_marginals(marginals: dict, probe, hessian: str) -> dict[str, list[str]]:
+    if not isinstance(probe, torch.nn.Module) or hessian != "diag":
+        raise ValueError("marginals needs a torch.nn.Module probe and hessian='diag' (the marginal of a "
+                         "diagonal Gaussian is its sub-diagonal); pass marginals=None otherwise.")
+    known = [name for name, _ in probe.named_parameters()]
+    checked = {}
+    for group, names in marginals.items():
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [name for name in names if name not in known]
+        if not names or unknown:
+            raise ValueError(f"marginals[{group!r}] names {unknown or 'no parameters'}; the module's parameters "
+                             f"are {', '.join(known)}.")
+        checked[str(group)] = names
+    return checked
 
 
 def _check_inputs(features: Any, probe) -> np.ndarray:

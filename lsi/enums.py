@@ -22,6 +22,10 @@ class Solver(str, Enum):
     """Each LOO problem warm-started at the full-data optimum and solved to a gradient tolerance."""
     NEWTON_STEP = "newton-step"
     """One Newton step from the full-data optimum for every sample at once (screening tier)."""
+    WARM_START = "warm-start"
+    """First-order ``converged`` for networks too large to factorise their Hessian: the full-data model
+    trained ``epochs`` steps from the seeded init and on to gradient norm ``tol/10``; each LOO model
+    continues the same Nesterov updates from it until its gradient norm is below ``tol``."""
 
 
 class Hessian(str, Enum):
@@ -42,3 +46,16 @@ class DType(str, Enum):
     """Default: LOO differences are tiny and need double precision."""
     FLOAT32 = "float32"
     """Faster, especially on GPUs; the KL is still accumulated in float64."""
+
+
+class Architecture(str, Enum):
+    """Pixel models of :mod:`lsi.networks` (CIFAR-sized inputs)."""
+
+    MLP = "mlp"
+    """Flattened pixels through ReLU hidden layers (512, 256, 128 by default)."""
+    SMALL_CNN = "small_cnn"
+    """The paper's CNN: three conv-ReLU-max-pool stages and a linear head (App D)."""
+    RESNET9 = "resnet9"
+    """The DAWNBench ResNet-9, with group normalisation in place of batch normalisation."""
+    RESNET18 = "resnet18"
+    """ResNet-18 in its 32 px variant (3x3 stem, no max-pool), group normalisation; the paper profile's network."""

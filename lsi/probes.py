@@ -376,6 +376,30 @@ class ModuleProbe(Probe):
     def logits(self, theta, X):
         return vmap(lambda t: functional_call(self.module, self._unflatten(t), (X,)))(theta)
 
+    def _jacobian(self, theta, X):
+        """Per-sample Jacobians ``(n, C, K)``, one sample at a time under :func:`vmap`: ``n C`` single-sample
+        backward passes (a batched ``jacrev`` would push each of its ``n C`` rows through all ``n`` samples)."""
+        one = lambda x: jacrev(lambda t: self.logits(t[None], x[None])[0, 0])(theta)
+        return vmap(one)(X)
+
+    def ggn_diag(self, theta, X, w, *, chunk: int | None = None):
+        """As :meth:`Probe.ggn_diag`, with chunks of at most ``2**24 / (C K)`` samples (128 MiB of float64 Jacobians)."""
+        chunk = chunk or max(1, min(256, 2 ** 24 // (self.n_classes * self.n_params)))
+        return super().ggn_diag(theta, X, w, chunk=chunk)
+
+    def activations_per_sample(self, x: Tensor) -> int:
+        """Number of values every submodule outputs for one input ``x``: the forward pass's memory per sample."""
+        sizes: list[int] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+                 for m in self.module.modules() if m is not self.module]
+        try:
+            with torch.no_grad():
+                functional_call(self.module, self._unflatten(self._initial.to(x)), (x[None],))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return sum(sizes)
+
 
 def _mean_softmax_curvature(p: Tensor, w: Tensor) -> Tensor:
     """``sum_j w_j (diag p_j - p_j p_j^T) / sum_j w_j``."""

@@ -38,22 +38,44 @@ def objective_grad(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor,
 
 
 def train_gd(probe: Probe, theta0: Tensor, X: Tensor, Y: Tensor, w: Tensor, *, lr: float,
-             momentum: float, weight_decay: float, epochs: int, callback=None) -> Tensor:
+             momentum: float, weight_decay: float, epochs: int, tol: float | None = None,
+             callback=None) -> Tensor:
     """Full-batch Nesterov SGD for ``B`` models in lockstep, PyTorch semantics.
 
     With ``g = grad L(theta)`` (weight decay included), PyTorch's update is
-    ``buf = g`` on the first step and ``buf = mu*buf + g`` after,
-    ``theta <- theta - lr*(g + mu*buf)``.
+    ``buf = mu*buf + g`` (``buf = 0`` before the first step) and
+    ``theta <- theta - lr*(g + mu*buf)``. ``theta0`` is one shared start ``(K,)``
+    or one per model ``(B, K)``. With a ``tol``, a model stops (and leaves the
+    batch) at the first step where ``||grad L_b|| <= tol``; training ends when all
+    have stopped or after ``epochs`` steps, whichever comes first.
     """
     theta = theta0.expand(len(w), -1).clone()
-    buf = None
+    buf = torch.zeros_like(theta)
+    rows: slice | Tensor = slice(None)
     for epoch in range(epochs):
-        g = objective_grad(probe, theta, X, Y, w, weight_decay)
-        buf = g if buf is None else buf.mul_(momentum).add_(g)
-        theta -= lr * (g + momentum * buf)
+        g = objective_grad(probe, theta[rows], X, Y, w[rows], weight_decay)
+        if tol is not None:
+            moving = g.norm(dim=1) > tol
+            rows = torch.arange(len(theta), device=theta.device)[rows][moving]
+            if len(rows) == 0:
+                break
+            g = g[moving]
+        buf[rows] = momentum * buf[rows] + g
+        theta[rows] -= lr * (g + momentum * buf[rows])
         if callback is not None:
             callback(epoch, theta)
     return theta
+
+
+def fit_first_order(probe: Probe, theta0: Tensor, X: Tensor, Y: Tensor, *, lr: float, momentum: float,
+                    weight_decay: float, epochs: int, tol: float | None = None) -> Tensor:
+    """``theta_D`` of the first-order solvers, ``(K,)``: ``epochs`` Nesterov steps on all the data from
+    ``theta0`` (the ``gd`` tier); with a ``tol``, then on from there until ``||grad L_D|| <= tol``, at most
+    ``epochs`` further steps (the ``warm-start`` tier)."""
+    ones = torch.ones(1, len(X), dtype=theta0.dtype, device=theta0.device)
+    steps = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs)
+    theta = train_gd(probe, theta0, X, Y, ones, **steps)[0]
+    return theta if tol is None else train_gd(probe, theta, X, Y, ones, tol=tol, **steps)[0]
 
 
 def _objective(probe, theta, X, Y, w, weight_decay) -> Tensor:

@@ -107,6 +107,22 @@ def test_slope_words_on_both_sides_of_the_tolerance(slope, words):
     assert experiments.slope_words(slope).startswith(words)
 
 
+def test_lsi_subsets_are_equal_stratified_thirds_by_class_order():
+    labels = np.repeat([0, 1, 2], [9, 10, 11])
+    scores = np.random.default_rng(0).permutation(len(labels)).astype(float)
+    subsets = experiments.lsi_subsets(scores, labels, seed=1)
+    assert {name: len(p) for name, p in subsets.items()} == {"low": 9, "mid": 9, "high": 9, "random": 9}
+    for c in range(3):
+        low, mid, high = (scores[p][labels[p] == c] for p in (subsets["low"], subsets["mid"], subsets["high"]))
+        assert len(low) == len(mid) == len(high) == 3
+        assert low.max() < mid.min() and mid.max() < high.min()
+        assert high.max() == scores[labels == c].max() and low.min() == scores[labels == c].min()
+    assert not set(subsets["low"]) & set(subsets["mid"]) and not set(subsets["mid"]) & set(subsets["high"])
+    assert np.array_equal(subsets["random"], experiments.lsi_subsets(scores, labels, seed=1)["random"])
+    with pytest.raises(ValueError, match="one score per labelled sample"):
+        experiments.lsi_subsets(scores[:-1], labels)
+
+
 def test_score_probes_reports_why_a_tier_does_not_apply():
     """A GELU MLP with more parameters (2,410) than samples (40) on noise: the converged tier cannot certify
     its optimum, so score_probes returns the solver's reason for it and the linear probe's scores as they are."""
