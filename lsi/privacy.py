@@ -47,10 +47,14 @@ UNPAIRED_OFFSET = 10_000
 DEFAULT_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 """The RDP orders opacus's accountant uses by default."""
 
-PER_INSTANCE_ORDERS = DEFAULT_ORDERS + list(np.geomspace(64, 1e8, 2000))
-"""Orders for the per-instance bound: opacus's, then up to 1e8. A sample with a small total
-sensitivity ``b`` has its best order near ``1 + sqrt(log(1/delta) / b)``, beyond opacus's last (63)
-for ``b`` below about 1e-3; this grid covers ``b`` down to about 1e-15."""
+ACCOUNTANT_ORDERS = DEFAULT_ORDERS + list(range(64, 1025))
+"""Orders for :func:`epsilon`: opacus's, then every integer to 1,024, so that a weak mechanism (a small
+sampling rate, much noise) still has its best order inside the grid."""
+
+PER_INSTANCE_ORDERS = DEFAULT_ORDERS + list(np.geomspace(64, 1e30, 9000))
+"""Orders for the per-instance bound: opacus's, then up to 1e30 (steps of 0.7%). A sample with a small
+total sensitivity ``b`` has its best order near ``1 + sqrt(log(1/delta) / b)``, beyond opacus's last
+(63) for ``b`` below about 1e-3; for a tiny ``b`` the conversion reaches 0 long before 1e30."""
 
 
 def _opacus_noise(generators: list[torch.Generator], d: int, C: int, dtype) -> Tensor:
@@ -104,14 +108,15 @@ def train_dp(X: Tensor, Y: Tensor, theta0: Tensor, w: Tensor, clip: Tensor, nois
 
 def epsilon(noise: float, steps: int, delta: float, *, sample_rate: float = 1.0) -> float:
     """(epsilon, delta)-DP of ``steps`` Gaussian-mechanism steps with noise multiplier ``noise``,
-    from opacus's RDP accountant with history ``[(noise, sample_rate, steps)]``; inf without noise."""
+    from opacus's RDP accountant with history ``[(noise, sample_rate, steps)]`` over
+    :data:`ACCOUNTANT_ORDERS`; inf without noise."""
     if noise == 0:
         return math.inf
     from opacus.accountants import RDPAccountant
 
     accountant = RDPAccountant()
     accountant.history = [(float(noise), float(sample_rate), int(steps))]
-    return float(accountant.get_epsilon(delta=delta))
+    return float(accountant.get_epsilon(delta=delta, alphas=ACCOUNTANT_ORDERS))
 
 
 def per_instance_epsilon(sum_sq_sensitivity: np.ndarray, noise: float, clip: float, delta: float) -> np.ndarray:
@@ -129,7 +134,8 @@ def per_instance_epsilon(sum_sq_sensitivity: np.ndarray, noise: float, clip: flo
     orders = np.asarray(PER_INSTANCE_ORDERS)
     base = np.asarray(sum_sq_sensitivity, float) / (2 * noise ** 2 * clip ** 2)
     # the conversion can go below 0 at large orders for a tiny b; (0, delta)-DP holds there
-    return np.array([max(get_privacy_spent(orders=orders, rdp=orders * b, delta=delta)[0], 0.0) for b in base])
+    return np.array([max(get_privacy_spent(orders=orders, rdp=orders * b, delta=delta)[0], 0.0) if b > 0 else 0.0
+                     for b in base])  # b = 0: the sample never reached the model
 
 
 def per_instance_kl(sum_sq_sensitivity: np.ndarray, noise: float, clip: float) -> np.ndarray:
@@ -212,7 +218,7 @@ def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, 
     return table
 
 
-__all__ = ["DEFAULT_ORDERS", "PER_INSTANCE_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
+__all__ = ["ACCOUNTANT_ORDERS", "DEFAULT_ORDERS", "PER_INSTANCE_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
            "train_dp"]
 
 

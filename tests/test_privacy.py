@@ -89,6 +89,23 @@ def test_epsilon_is_opacus_rdp_of_the_gaussian_mechanism_at_rate_one():
     assert privacy.per_instance_kl(worst, sigma, clip)[0] == pytest.approx(steps / (2 * sigma ** 2))
 
 
+def test_epsilon_of_a_weak_subsampled_mechanism_has_its_best_order_inside_the_grid():
+    """The authors' accounting (rate 0.01) at the ci setting has its best order beyond opacus's 63: the grid
+    reaches it (no warning), and a grid four times longer finds nothing better."""
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = privacy.epsilon(8.1, 100, 1 / 200, sample_rate=0.01)
+    accountant = RDPAccountant()
+    accountant.history = [(8.1, 0.01, 100)]
+    longer = accountant.get_epsilon(delta=1 / 200, alphas=privacy.DEFAULT_ORDERS + list(range(64, 4097)))
+    opacus_default = accountant.get_epsilon(delta=1 / 200)
+    assert got == pytest.approx(longer, rel=1e-12) and got < opacus_default
+
+
 def test_per_instance_epsilon_of_a_small_sensitivity_finds_its_best_order():
     """Opacus's orders end at 63; a sample with a small total sensitivity b has its best order beyond that.
     The bound is the minimum of the RDP conversion over all orders (brute force on a dense grid), never
@@ -96,7 +113,7 @@ def test_per_instance_epsilon_of_a_small_sensitivity_finds_its_best_order():
     import warnings
 
     sigma, clip, delta = 8.1, 0.5, 2e-3
-    b = np.array([1e-8, 1e-4, 1e-2])
+    b = np.array([1e-8, 1e-4, 1e-2, 1e-25, 0.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = privacy.per_instance_epsilon(b * 2 * sigma ** 2 * clip ** 2, sigma, clip, delta)
@@ -106,7 +123,8 @@ def test_per_instance_epsilon_of_a_small_sensitivity_finds_its_best_order():
     opacus_orders = np.asarray(privacy.DEFAULT_ORDERS)[:, None]
     eps_opacus = (opacus_orders * b - (np.log(delta) + np.log(opacus_orders)) / (opacus_orders - 1)
                   + np.log((opacus_orders - 1) / opacus_orders)).min(axis=0)
-    assert got[0] == 0.0 and got[1] < 0.8 * eps_opacus[1] and got[2] == pytest.approx(eps_opacus[2], rel=1e-3)
+    assert got[0] == got[3] == got[4] == 0.0
+    assert got[1] < 0.8 * eps_opacus[1] and got[2] == pytest.approx(eps_opacus[2], rel=1e-3)
 
 
 def test_dp_lsi_table_and_accounting():
