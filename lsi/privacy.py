@@ -51,7 +51,7 @@ ACCOUNTANT_ORDERS = DEFAULT_ORDERS + list(range(64, 1025))
 """Orders for :func:`epsilon`: opacus's, then every integer to 1,024, so that a weak mechanism (a small
 sampling rate, much noise) still has its best order inside the grid."""
 
-PER_INSTANCE_ORDERS = DEFAULT_ORDERS + list(np.geomspace(64, 1e30, 9000))
+PER_INSTANCE_ORDERS = np.concatenate([DEFAULT_ORDERS, np.geomspace(64, 1e30, 9000)])
 """Orders for the per-instance bound: opacus's, then up to 1e30 (steps of 0.7%). A sample with a small
 total sensitivity ``b`` has its best order near ``1 + sqrt(log(1/delta) / b)``, beyond opacus's last
 (63) for ``b`` below about 1e-3; for a tiny ``b`` the conversion reaches 0 long before 1e30."""
@@ -131,7 +131,7 @@ def per_instance_epsilon(sum_sq_sensitivity: np.ndarray, noise: float, clip: flo
         return np.full(len(sum_sq_sensitivity), np.inf)
     from opacus.accountants.analysis.rdp import get_privacy_spent
 
-    orders = np.asarray(PER_INSTANCE_ORDERS)
+    orders = PER_INSTANCE_ORDERS
     base = np.asarray(sum_sq_sensitivity, float) / (2 * noise ** 2 * clip ** 2)
     # the conversion can go below 0 at large orders for a tiny b; (0, delta)-DP holds there
     return np.array([max(get_privacy_spent(orders=orders, rdp=orders * b, delta=delta)[0], 0.0) if b > 0 else 0.0

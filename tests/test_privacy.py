@@ -75,11 +75,16 @@ def test_loo_model_shares_the_noise_of_its_full_model_and_batching_does_not_chan
     assert (both[2] - both[0]).norm() > 5 * (both[1] - both[0]).norm()
 
 
+def _rdp_to_epsilon(orders, rdp, delta):
+    """epsilon at every order from RDP (the conversion opacus uses; Balle et al. 2020), written out independently."""
+    return rdp - (np.log(delta) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders)
+
+
 def test_epsilon_is_opacus_rdp_of_the_gaussian_mechanism_at_rate_one():
     sigma, steps, delta = 8.1, 700, 1e-3
     orders = np.asarray(privacy.DEFAULT_ORDERS)
     rdp = steps * orders / (2 * sigma ** 2)     # Gaussian mechanism without subsampling (Mironov 2017)
-    eps = rdp - (np.log(delta) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders)
+    eps = _rdp_to_epsilon(orders, rdp, delta)
     assert privacy.epsilon(sigma, steps, delta) == pytest.approx(float(eps.min()), rel=1e-12)
     assert privacy.epsilon(0.0, steps, delta) == math.inf
     # the per-instance bound with the worst-case sensitivity C at every step is the global epsilon
@@ -118,11 +123,10 @@ def test_per_instance_epsilon_of_a_small_sensitivity_finds_its_best_order():
         warnings.simplefilter("error")
         got = privacy.per_instance_epsilon(b * 2 * sigma ** 2 * clip ** 2, sigma, clip, delta)
     orders = np.geomspace(1.001, 1e9, 400_001)[:, None]
-    eps = orders * b - (np.log(delta) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders)
+    eps = _rdp_to_epsilon(orders, orders * b, delta)
     np.testing.assert_allclose(got, np.maximum(eps.min(axis=0), 0.0), rtol=3e-5)
     opacus_orders = np.asarray(privacy.DEFAULT_ORDERS)[:, None]
-    eps_opacus = (opacus_orders * b - (np.log(delta) + np.log(opacus_orders)) / (opacus_orders - 1)
-                  + np.log((opacus_orders - 1) / opacus_orders)).min(axis=0)
+    eps_opacus = _rdp_to_epsilon(opacus_orders, opacus_orders * b, delta).min(axis=0)
     assert got[0] == got[3] == got[4] == 0.0
     assert got[1] < 0.8 * eps_opacus[1] and got[2] == pytest.approx(eps_opacus[2], rel=1e-3)
 
