@@ -117,6 +117,28 @@ def synthetic(n: int, d: int = 512, C: int = 10) -> tuple[np.ndarray, np.ndarray
     return X / np.sqrt(d), y
 
 
+CIFAR10 = ("cifar10 train: a stratified subset (seed 0) of the 5,000 images the CIFAR-10 chapter draws "
+           "(limit 5000, seed 0), all 1,280 EfficientNet-Lite0 features (standard preprocessing, 224 px), "
+           "from the feature cache")
+
+
+def cifar10_features(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The wide regime: ``n`` CIFAR-10 images with every encoder feature (see :data:`CIFAR10`)."""
+    from lsi.data import load_dataset, stratified_positions
+    from lsi.features import extract_features
+    images = load_dataset("cifar10", "train", limit=5000, seed=0)
+    features = extract_features(images, "efficientnet_lite0", preprocessing="standard", progress=False)
+    rows = stratified_positions(features.labels, n, seed=0)
+    return np.asarray(features.features[rows], dtype=np.float64), np.asarray(features.labels[rows])
+
+
+def sklearn_fit_s(X: np.ndarray, y: np.ndarray, weight_decay: float) -> float:
+    """Seconds of one scikit-learn multinomial logistic regression (lbfgs) on the same objective's scale."""
+    from sklearn.linear_model import LogisticRegression
+    model = LogisticRegression(C=1 / (len(X) * weight_decay), max_iter=10_000)
+    return timed(lambda: model.fit(X, y))[1]
+
+
 def tier_floor_flop(tier: str, n: int, d: int, C: int, models: int) -> float:
     """FLOP no implementation of a tier can avoid.
 
@@ -131,9 +153,10 @@ def tier_floor_flop(tier: str, n: int, d: int, C: int, models: int) -> float:
     return n * K ** 2 + K ** 3 / 3 + 2 * K ** 2 * models
 
 
-def measure_row(n: int, tier: str, sample: int, audit: int, d: int = 512, C: int = 10) -> dict:
+def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 10) -> dict:
     """One tier at one n in this process: seconds, floor, peak RSS; newton-step also against an exact audit."""
-    X, y = synthetic(n, d, C)
+    X, y = synthetic(n) if data == "synthetic" else cifar10_features(n)
+    d = X.shape[1]
     peak = matmul_peak()
     models = min(sample or n, n)
     table, seconds = timed(lambda: lsi.compute_lsi(X, y, solver=tier, indices=f"0:{models}", progress=False))
@@ -147,6 +170,8 @@ def measure_row(n: int, tier: str, sample: int, audit: int, d: int = 512, C: int
         row[f"{key}_s_extrapolated"] = seconds * n / models
     if tier == "converged":
         row["converged_max_grad_norm"] = float(table["grad_norm"].max())
+        if data != "synthetic":
+            row["sklearn_fit_s"] = sklearn_fit_s(X, y, HYPER["weight_decay"])
     if audit:
         rows = np.sort(np.random.default_rng(0).choice(models, size=min(audit, models), replace=False))
         exact = lsi.compute_lsi(X, y, solver="converged", indices=rows, progress=False)["lsi"].to_numpy()
@@ -165,30 +190,31 @@ def _archive(commit: str) -> str:
     return folder
 
 
-def bench_rows(sizes: list[int], tiers: list[str], engines: dict[str, str], out: Path, sample: int,
+def bench_rows(data: str, sizes: list[int], tiers: list[str], engines: dict[str, str], out: Path, sample: int,
                audit: int) -> None:
     """Every (n, tier, engine) in its own process (clean peak RSS), appended to ``out`` as it finishes;
     rows already in ``out`` for the same commit are kept and skipped, so a stopped run continues.
 
     The converged tier of the previous engine, and of this one above n = 20,000, is timed on ``sample``
     left-out models and extrapolated linearly (setup included, so an over-estimate)."""
-    result = json.loads(out.read_text()) if out.exists() else {"data": SYNTHETIC, "rows": []}
+    result = json.loads(out.read_text()) if out.exists() else {"data": {"synthetic": SYNTHETIC, "cifar10": CIFAR10},
+                                                                 "rows": []}
     commit = git_commit(Path(__file__).resolve().parent)
-    done = {(r["n"], r["tier"], r["engine"]) for r in result["rows"] if r["commit"] == commit}
+    key = lambda r: (r["data"], r["n"], r["tier"], r["engine"])
+    done = {key(r) for r in result["rows"] if r["commit"] == commit}
     for n in sizes:
         for tier in tiers:
             for engine, tree in engines.items():
-                if (n, tier, engine) in done:
+                if (data, n, tier, engine) in done:
                     continue
                 sampled = tier == "converged" and (engine != "current" or n > 20_000) and sample < n
                 models = sample if sampled else 0
-                argv = [sys.executable, __file__, "--row", str(n), tier, str(models),
+                argv = [sys.executable, __file__, "--row", data, str(n), tier, str(models),
                         str(audit if tier == "newton-step" and engine == "current" else 0)]
                 env = {**os.environ, "PYTHONPATH": tree}
                 line = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-                row = {**json.loads(line), "engine": engine, "commit": commit}
-                result["rows"] = [r for r in result["rows"] if (r["n"], r["tier"], r["engine"]) != (n, tier, engine)
-                                  or r["commit"] != commit] + [row]
+                row = {"data": data, **json.loads(line), "engine": engine, "commit": commit}
+                result["rows"] = [r for r in result["rows"] if key(r) != key(row) or r["commit"] != commit] + [row]
                 result["provenance"] = run_record("cpu", script="benchmarks/bench_core.py", parts=["rows"])
                 atomic_write_bytes(out, json.dumps(result, indent=1).encode())
                 print(json.dumps(row), flush=True)
@@ -206,11 +232,13 @@ def main() -> None:
                         help="rows part: LOO models timed (then extrapolated) for the previous engine's converged "
                              "tier, and for this one's at n > 20,000")
     parser.add_argument("--audit", type=int, default=200, help="newton-step samples checked against converged")
-    parser.add_argument("--row", nargs=4, help=argparse.SUPPRESS)   # n tier models audit: one row, in a child
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "cifar10"],
+                        help="rows part: synthetic d = 512 features, or CIFAR-10's 1,280 encoder features (wide)")
+    parser.add_argument("--row", nargs=5, help=argparse.SUPPRESS)   # data n tier models audit: one row, in a child
     args = parser.parse_args()
     if args.row:
-        n, tier, models, audit = args.row
-        print(json.dumps(measure_row(int(n), tier, int(models), int(audit))))
+        data, n, tier, models, audit = args.row
+        print(json.dumps(measure_row(data, int(n), tier, int(models), int(audit))))
         return
     parts = set(args.parts.split(","))
     if "rows" in parts:
@@ -218,7 +246,7 @@ def main() -> None:
         engines = {"current": str(Path(__file__).resolve().parents[1])}
         if args.previous:
             engines[f"previous:{args.previous}"] = _archive(args.previous)
-        bench_rows(sizes, args.tiers.split(","), engines, args.out, args.sample, args.audit)
+        bench_rows(args.data, sizes, args.tiers.split(","), engines, args.out, args.sample, args.audit)
         return
     X, y, _ = digits_pixels()
     peak = matmul_peak()

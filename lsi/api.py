@@ -175,6 +175,8 @@ class _Engine:
 
     def bytes_per_model(self) -> int:
         n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
+        if self.solver == "newton-step" and self.structure == "diag":
+            return 8 * 8 * K   # per-sample gradients, steps and diagonals: no pass over the data per model
         hidden = getattr(self.probe, "hidden", 0)
         if isinstance(self.probe, ModuleProbe):  # a network: its activations, kept for the backward pass
             hidden = self.probe.activations_per_sample(self.X[0])
