@@ -89,7 +89,7 @@ class Probe:
 
     def grad_and_ggn_diag(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor):
         """:meth:`grad`, and a function ``rows -> ggn_diag(theta[rows], X, w[rows])`` at the same parameters
-        (a boolean mask or indices into the batch); probes with closed forms reuse the pass's softmax outputs."""
+        (a boolean mask over the batch, called once); probes with closed forms reuse the pass's softmax outputs."""
         return self.grad(theta, X, Y, w), lambda rows: self.ggn_diag(theta[rows], X, w[rows])
 
     # --- curvature (generic, single model) ---------------------------------------
@@ -213,7 +213,8 @@ class LinearProbe(Probe):
 
     def grad_and_ggn_diag(self, theta, X, Y, w):
         """One forward GEMM for both: ``R = w (P - onehot)`` gives the gradient, and the kept ``P`` gives
-        ``sum_j w_bj [x_j, 1]^2 (p_bj - p_bj^2)`` for any subset of the models with one more GEMM."""
+        ``sum_j w_bj [x_j, 1]^2 (p_bj - p_bj^2)`` for a boolean mask ``rows`` of the models with one more GEMM
+        (called once: with every model, it overwrites ``P``)."""
         Xa = _augment(X)
         P = self._probabilities_ncb(theta, Xa)
         weights = w.T[:, None, :]
@@ -223,8 +224,9 @@ class LinearProbe(Probe):
         del R
 
         def ggn_diag(rows):
-            Q = P[:, :, rows]
-            Q = Q.sub_(Q * Q).mul_(weights[:, :, rows])
+            every = bool(rows.all())                 # then P itself is overwritten: it is not needed again
+            Q = P if every else P[:, :, rows]
+            Q = Q.addcmul_(Q, Q, value=-1).mul_(weights if every else weights[:, :, rows])
             return self._unfold((Xa * Xa).T @ Q.view(len(X), -1), Q.shape[2])
         return g, ggn_diag
 

@@ -164,3 +164,16 @@ def test_fallback_rows_get_their_ggn_diag_too():
                                        ggn_diag=True)
     w = training.loo_weights(len(X), left_out, dtype=X.dtype, device="cpu")
     assert _relative(loo.ggn_diag, probe.ggn_diag(theta_D + loo.delta, X, w)) <= 1e-15   # measured 7.5e-17
+
+
+@pytest.mark.parametrize("mask", [[True, True, True], [False, True, False]])
+def test_fused_gradient_and_ggn_diag_equal_the_separate_closed_forms(mask):
+    """LinearProbe reuses one forward GEMM for both; the generic Probe path computes them apart."""
+    X, Y = _tensors(50, classes=3)
+    probe = LinearProbe(X.shape[1], 3)
+    theta = 0.1 * torch.randn(3, probe.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w = training.loo_weights(len(X), torch.tensor([4, 20, 49]), dtype=X.dtype, device="cpu")
+    rows = torch.tensor(mask)
+    g, ggn_at = probe.grad_and_ggn_diag(theta, X, Y, w)
+    assert _relative(g, probe.grad(theta, X, Y, w)) <= 1e-15
+    assert _relative(ggn_at(rows), probe.ggn_diag(theta[rows], X, w[rows])) <= 1e-15
