@@ -220,11 +220,29 @@ def bench_rows(data: str, sizes: list[int], tiers: list[str], engines: dict[str,
                 print(json.dumps(row), flush=True)
 
 
+def markdown(out: Path) -> str:
+    """The rows of ``out`` as a Markdown table (what the README shows), newest commit's row per key."""
+    rows = {}
+    for r in json.loads(out.read_text())["rows"]:
+        rows[(r["data"], r["n"], r["tier"], r["engine"])] = r
+    lines = ["| data | n | d | tier | engine | seconds | floor (s) | ratio to floor | peak RSS (GiB) | GEMM (GFLOP/s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (data, n, tier, engine), r in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+        key = tier.replace("-", "_")
+        seconds = r.get(f"{key}_s") or r.get(f"{key}_s_extrapolated")
+        note = "" if f"{key}_s" in r else f" (from {r['models_timed']} models)"
+        ratio = seconds / (r[f"{key}_floor_s"] * r["n"] / r["models_timed"]) if note else r[f"{key}_ratio_to_floor"]
+        floor = r[f"{key}_floor_s"] * r["n"] / r["models_timed"] if note else r[f"{key}_floor_s"]
+        lines.append(f"| {data} | {n:,} | {r['d']} | {tier} | {engine} | {seconds:,.0f}{note} | {floor:,.0f} | "
+                     f"{ratio:.1f} | {r['peak_rss_gib']:.1f} | {r['gemm_gflops']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer models and sizes (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core.json"))
-    parser.add_argument("--parts", default="gd,tiers", help="comma-separated subset of gd, tiers, rows")
+    parser.add_argument("--parts", default="gd,tiers", help="comma-separated subset of gd, tiers, rows; or table (print --out's rows)")
     parser.add_argument("--sizes", default="2000,5000,10000,20000,50000", help="n of the rows part")
     parser.add_argument("--tiers", default="newton-step,converged", help="tiers of the rows part")
     parser.add_argument("--previous", default="", help="a previous commit whose engine (git archive) is timed too")
@@ -241,6 +259,9 @@ def main() -> None:
         print(json.dumps(measure_row(data, int(n), tier, int(models), int(audit))))
         return
     parts = set(args.parts.split(","))
+    if "table" in parts:
+        print(markdown(args.out))
+        return
     if "rows" in parts:
         sizes = [int(n) for n in args.sizes.split(",")]
         engines = {"current": str(Path(__file__).resolve().parents[1])}
