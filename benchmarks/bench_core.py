@@ -156,7 +156,7 @@ def tier_floor_flop(tier: str, n: int, d: int, C: int, models: int) -> float:
 def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 10) -> dict:
     """One tier at one n in this process: seconds, floor, peak RSS; newton-step also against an exact audit."""
     X, y = synthetic(n) if data == "synthetic" else cifar10_features(n)
-    d = X.shape[1]
+    d, load = X.shape[1], os.getloadavg()[0]
     peak = matmul_peak()
     models = min(sample or n, n)
     table, seconds = timed(lambda: lsi.compute_lsi(X, y, solver=tier, indices=f"0:{models}", progress=False))
@@ -165,7 +165,8 @@ def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 
     row = {"n": n, "d": d, "C": C, "tier": tier, "models_timed": models, "gemm_gflops": peak,
            f"{key}_s" if models == n else f"{key}_s_for_models_timed": seconds,
            f"{key}_floor_s": floor, f"{key}_ratio_to_floor": seconds / floor,
-           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+           "load_average_1min_at_start": load}
     if models < n:
         row[f"{key}_s_extrapolated"] = seconds * n / models
     if tier == "converged":
