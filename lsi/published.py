@@ -62,12 +62,12 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def names(folder: str | Path = FOLDER) -> list[str]:
-    """The published values in ``folder``, sorted by name."""
-    return sorted(path.stem for path in Path(folder).glob("*.parquet"))
+def names(folder: str | Path | None = None) -> list[str]:
+    """The published values in ``folder`` (default :data:`FOLDER`), sorted by name."""
+    return sorted(path.stem for path in _folder(folder).glob("*.parquet"))
 
 
-def provenance(name: str, folder: str | Path = FOLDER) -> dict:
+def provenance(name: str, folder: str | Path | None = None) -> dict:
     """The provenance record of one published file, without reading its rows."""
     raw = (pq.read_schema(_path(name, folder)).metadata or {}).get(KEY)
     if not raw:
@@ -76,7 +76,7 @@ def provenance(name: str, folder: str | Path = FOLDER) -> dict:
     return json.loads(raw)
 
 
-def load(name: str, folder: str | Path = FOLDER) -> pd.DataFrame:
+def load(name: str, folder: str | Path | None = None) -> pd.DataFrame:
     """One published table, its rows checked against the SHA-256 its provenance records.
 
     The provenance is in ``table.attrs["published"]``. A mismatch (a file
@@ -105,13 +105,13 @@ def cite(*tables: pd.DataFrame) -> dict[str, str]:
     return cited
 
 
-def matching(frame: pd.DataFrame, folder: str | Path = FOLDER) -> str | None:
-    """The name of the published value whose rows are exactly ``frame``'s, if any."""
+def matching(frame: pd.DataFrame, folder: str | Path | None = None) -> str | None:
+    """The name of the published value whose rows are exactly ``frame``'s, if any ."""
     digest = content_hash(frame)
     return next((name for name in names(folder) if provenance(name, folder).get("sha256") == digest), None)
 
 
-def publish(frame: pd.DataFrame, record: dict, folder: str | Path = FOLDER) -> Path:
+def publish(frame: pd.DataFrame, record: dict, folder: str | Path | None = None) -> Path:
     """Write ``frame`` as ``<folder>/<record['name']>.parquet`` with ``record`` and its hash, atomically."""
     name = record.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -124,7 +124,7 @@ def publish(frame: pd.DataFrame, record: dict, folder: str | Path = FOLDER) -> P
     arrow = arrow.replace_schema_metadata({KEY: json.dumps(record, default=str).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink)
-    path = Path(folder) / f"{name}.parquet"
+    path = _folder(folder) / f"{name}.parquet"
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
     return path
 
@@ -188,7 +188,7 @@ def default_name(record: dict) -> str:
 
 
 def add(path: str | Path, *, name: str | None = None, setting: str | None = None,
-        folder: str | Path = FOLDER) -> Path:
+        folder: str | Path | None = None) -> Path:
     """Publish one result table; ``name`` and ``setting`` default to :func:`default_name`, :func:`describe`."""
     frame, record = record_of(path)
     record["name"] = name or default_name(record)
@@ -196,7 +196,7 @@ def add(path: str | Path, *, name: str | None = None, setting: str | None = None
     return publish(frame, record, folder)
 
 
-def from_chapter(chapter: str, *, data: str | Path = BOOK_DATA, folder: str | Path = FOLDER) -> list[Path]:
+def from_chapter(chapter: str, *, data: str | Path = BOOK_DATA, folder: str | Path | None = None) -> list[Path]:
     """Publish every score table an executed chapter wrote to ``<data>/<chapter>/``."""
     tables = sorted(path for path in (Path(data) / chapter).glob("*.parquet")
                     if not path.name.endswith(".thumbs.parquet"))
@@ -205,11 +205,16 @@ def from_chapter(chapter: str, *, data: str | Path = BOOK_DATA, folder: str | Pa
     return [add(path, folder=folder) for path in tables]
 
 
-def _path(name: str, folder: str | Path) -> Path:
-    path = Path(folder) / f"{name}.parquet"
+def _folder(folder: str | Path | None) -> Path:
+    """``folder``, or :data:`FOLDER` (looked up at call time, so tests can point it elsewhere)."""
+    return Path(FOLDER if folder is None else folder)
+
+
+def _path(name: str, folder: str | Path | None) -> Path:
+    path = _folder(folder) / f"{name}.parquet"
     if not path.is_file():
         known = names(folder)
-        raise FileNotFoundError(f"No published value {name!r} in {folder}; known: {', '.join(known) or 'none'}.")
+        raise FileNotFoundError(f"No published value {name!r} in {_folder(folder)}; known: {', '.join(known) or 'none'}.")
     return path
 
 

@@ -109,3 +109,24 @@ def test_cli_adds_lists_and_checks(result, tmp_path, capsys):
     assert main(["published", "check", "--folder", folder]) == 2
     assert "does not match its provenance" in capsys.readouterr().err
     assert main(["published", "add", "--folder", folder]) == 2
+
+
+def test_take_it_away_names_the_published_value_of_a_chapter_table(tmp_path, monkeypatch):
+    import nbformat
+
+    from lsi import book
+    from lsi.publish import published_tables
+
+    X, y = blobs(20, 3, 2)
+    monkeypatch.setenv("LSI_BOOK_DATA", str(tmp_path / "data"))
+    for name, labels in (("scores", y), ("other", 1 - y)):
+        publish_scores(lsi.compute_lsi(X, labels, solver="newton-step", progress=False), chapter="demo",
+                       name=name, dataset="digits")
+    monkeypatch.setattr(published, "FOLDER", tmp_path / "published")
+    published.add(tmp_path / "data" / "demo" / "scores.parquet", name="digits-demo")
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), str(path))
+    book.add_take_it_away(path, None, published_tables(tmp_path / "data"), tmp_path / "data")
+    lines = nbformat.read(str(path), as_version=4).cells[-1].source.splitlines()
+    assert [line.endswith('published value `lsi.published.load("digits-demo")`') for line in lines
+            if line.startswith("- {download}")] == [False, True]  # other.parquet, then scores.parquet
