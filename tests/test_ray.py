@@ -52,8 +52,19 @@ def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) ->
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A Ray head with 2 CPUs (so 2 one-thread workers) on the loopback address; stopped by its own pid."""
+    """A Ray head with 2 CPUs (so 2 one-thread workers) on the loopback address; stopped by its own pid.
+
+    Token authentication is off for this private loopback cluster, so no token file of the machine's other
+    Ray runs (``~/.ray/auth_token``) can get in the way.
+    """
     port = _free_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "disabled")  # the head (a child) and this process's driver
+        yield from _head(port)
+
+
+def _head(port: int):
+    """`ray start --head --block` on 127.0.0.1:port; yields the address, then stops the head (SIGTERM)."""
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
