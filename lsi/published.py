@@ -106,7 +106,7 @@ def cite(*tables: pd.DataFrame) -> dict[str, str]:
 
 
 def matching(frame: pd.DataFrame, folder: str | Path | None = None) -> str | None:
-    """The name of the published value whose rows are exactly ``frame``'s, if any ."""
+    """The name of the published value whose rows are exactly ``frame``'s, if any."""
     digest = content_hash(frame)
     return next((name for name in names(folder) if provenance(name, folder).get("sha256") == digest), None)
 
@@ -121,7 +121,8 @@ def publish(frame: pd.DataFrame, record: dict, folder: str | Path | None = None)
     frame = frame.reset_index(drop=True)
     record = {**record, "sha256": content_hash(frame)}
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({KEY: json.dumps(record, default=str).encode()})
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),  # pandas' dtypes stay
+                                           KEY: json.dumps(record, default=str).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink)
     path = _folder(folder) / f"{name}.parquet"

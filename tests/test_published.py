@@ -130,3 +130,11 @@ def test_take_it_away_names_the_published_value_of_a_chapter_table(tmp_path, mon
     lines = nbformat.read(str(path), as_version=4).cells[-1].source.splitlines()
     assert [line.endswith('published value `lsi.published.load("digits-demo")`') for line in lines
             if line.startswith("- {download}")] == [False, True]  # other.parquet, then scores.parquet
+
+
+def test_the_repositorys_published_values_load_and_match_their_hashes():
+    found = published.names()
+    assert {"cifar10-5000-newton-step", "imdb-3000-converged", "chest_xray-4592-converged"} <= set(found)
+    for name in found:
+        record = published.load(name).attrs["published"]
+        assert record["name"] == name and record["setting"] and record["commit"] and record["n_scored"] > 0
