@@ -98,7 +98,10 @@ def _kill_first_chunk_worker(killed: list, stop: threading.Event) -> None:
     while not stop.is_set() and not killed:
         for process in psutil.process_iter(["pid", "cmdline"]):
             if (process.info["cmdline"] or [""])[0].startswith(f"ray::{TASK_NAME}"):
-                os.kill(process.info["pid"], signal.SIGKILL)
+                try:
+                    os.kill(process.info["pid"], signal.SIGKILL)
+                except ProcessLookupError:  # it finished its chunk first: wait for the next one
+                    continue
                 killed.append(process.info["pid"])
                 return
         time.sleep(0.02)
