@@ -55,7 +55,7 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1")
     start_s = time.perf_counter() - started
     try:
         ray_s, distributed = timed(X, y, 1, executor=RayExecutor(threads=1), **options)

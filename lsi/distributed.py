@@ -52,9 +52,10 @@ def score_chunk(payload: bytes, chunk: np.ndarray, threads: int, device: str) ->
 class RayExecutor:
     """An :data:`lsi.runner.Executor` that scores chunks as Ray tasks.
 
-    ``address``: a running cluster (``"host:6379"``, ``"auto"``, ``"ray://host:10001"``);
-    ``None`` connects to the cluster this process already joined, else starts a
-    local one for the run. ``threads``: CPU threads (and Ray CPUs) per task.
+    ``address``: a running cluster (``"host:6379"``, ``"auto"`` for the one ``ray start``
+    runs on this machine, ``"ray://host:10001"``); ``None`` uses the cluster this
+    process already joined, else starts a new local one for the run (never a
+    stale one a crashed run left in Ray's bootstrap file). ``threads``: CPU threads (and Ray CPUs) per task.
     ``device``: ``"cpu"`` or ``"cuda"``; with CUDA each task reserves one GPU and
     the engine's tensors are loaded onto it. ``max_retries``: reruns of a
     chunk whose worker died.
@@ -76,7 +77,7 @@ class RayExecutor:
 
         own = not ray.is_initialized()
         if own:
-            ray.init(address=self.address, **({} if self.address else {"include_dashboard": False}))
+            ray.init(address=self.address or "local", **({} if self.address else {"include_dashboard": False}))
         task = ray.remote(score_chunk).options(
             name=TASK_NAME, num_cpus=self.threads, num_gpus=1 if self.device == "cuda" else 0,
             max_retries=self.max_retries, retry_exceptions=False)

@@ -57,9 +57,9 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", choices=_values(DType), default=DEFAULTS["dtype"])
     parser.add_argument("--memory-budget", default=DEFAULTS["memory_budget"], help="memory for one chunk of LOO models")
     parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                        help="spread the chunks over a Ray cluster at ADDRESS (host:port, auto, ray://...); "
-                             "without ADDRESS start a local one. Finished chunks are kept in OUT.parts, so "
-                             "rerunning the command reuses them")
+                        help="spread the chunks over a Ray cluster at ADDRESS (host:port; auto: the one "
+                             "'ray start' runs here; ray://...); without ADDRESS start a new local one. Finished "
+                             "chunks are kept in OUT.parts, so rerunning the command reuses them")
     parser.add_argument("--threads", type=int,
                         help="CPU threads of this process and, with --ray, of each task (default: torch's; "
                              "1 with --ray). A table is bit-identical to another run's at the same thread count")
