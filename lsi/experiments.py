@@ -13,6 +13,7 @@
 * :func:`median_intervals` - per-group medians with bootstrap intervals (Fig. 7 left).
 * :func:`lsi_during_training` and :func:`rankings_over_training` - the ``gd`` tier's LSI after
   several training lengths, and how each ranking agrees with a reference (App. G).
+* :func:`lsi_with_notes` - :func:`lsi.compute_lsi` with its warnings returned as notes for a page.
 * :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
 * :func:`lsi_subsets`, :func:`learnability`, :func:`seed_intervals`, :func:`by_subset` and
@@ -22,6 +23,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -246,6 +248,15 @@ def rankings_over_training(table: pd.DataFrame, reference: pd.Series, *, fractio
         rows[epoch] = compare_rankings({"snapshot": scores.to_numpy(), "reference": ref},
                                        reference="reference", fraction=fraction).iloc[0]
     return pd.DataFrame(rows).T.rename_axis("epoch")
+
+
+def lsi_with_notes(features: Any, labels: Any, **options) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`lsi.compute_lsi`, with the ``RuntimeWarning`` messages it raises returned as notes for a page
+    instead of printed (e.g. a ``warm-start`` whose full-data model stopped above ``tol/10``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        table = compute_lsi(features, labels, **options)
+    return table, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
 def score_probes(features: Any, labels: Any, probes: Mapping[str, Mapping[str, Any]]

@@ -229,3 +229,12 @@ def test_rankings_over_training_against_hand_values():
     assert agreement.loc[2, "median relative difference"] == pytest.approx(0.0)  # |1-1|, |2-2|, |3-3|, |5-4|/4
     with pytest.raises(ValueError, match="no LSI for samples"):
         experiments.rankings_over_training(table, reference.iloc[:2])
+
+
+def test_lsi_with_notes_returns_the_warm_start_warning_as_a_note():
+    X, y = blobs(40, 3, 2, seed=6)
+    options = dict(probe="mlp", hidden=4, indices=np.arange(3), epochs=2, tol=1e-12, progress=False)
+    table, notes = experiments.lsi_with_notes(X, y, solver="warm-start", **options)
+    assert len(table) == 3 and len(notes) == 1 and "stopped at gradient norm" in notes[0]
+    quiet, none = experiments.lsi_with_notes(X, y, solver="gd", **options)
+    assert none == [] and len(quiet) == 3
