@@ -37,7 +37,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                 indices: Any = None, seed: int = PAPER["seed"], device: str | torch.device = LSI["device"],
                 dtype: str = LSI["dtype"], tol: float = LSI["tol"], memory_budget: str | int = LSI["memory_budget"],
                 checkpoint: str | Path | None = None, progress: bool = True, ids: Any = None,
-                n_classes: int | None = None, marginals: dict[str, list[str]] | None = None) -> pd.DataFrame:
+                n_classes: int | None = None, marginals: dict[str, list[str]] | None = None,
+                executor: runner.Executor | None = None) -> pd.DataFrame:
     """Laplace Sample Information of each requested training sample.
 
     Parameters
@@ -69,6 +70,9 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
         Which samples to score: ``None`` (all), ``"a:b"``, a slice or positions.
     checkpoint
         Folder for finished chunks; rerunning with the same arguments resumes.
+    executor
+        Who scores the chunks: ``None`` here, one after another; a
+        :class:`lsi.distributed.RayExecutor` over a Ray cluster (same chunks, same table).
     marginals
         For a module probe with ``hessian="diag"``: ``{name: [parameter names]}`` adds a
         column ``lsi_<name>``, the KL between the two posteriors' marginals on those
@@ -110,7 +114,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     size = runner.chunk_size(engine.bytes_per_model(), budget)
     table = runner.run(positions, lambda chunk, bar: engine.score(chunk, Y, ids, bar), size=size,
                        identity=identity, checkpoint=checkpoint, progress=progress,
-                       desc=f"LSI ({options['solver']})", unit="model")
+                       desc=f"LSI ({options['solver']})", unit="model", executor=executor)
     table.attrs["lsi"] = runner.provenance(
         device, identity=identity,
         options={**options, "dtype": dtype, "device": str(device), "memory_budget": budget},
