@@ -168,16 +168,19 @@ class _Engine:
                                  lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
                                  epochs=o["epochs"], tol=tol, callback=step)
 
-    def _solve(self, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _solve(self, excluded: torch.Tensor) -> training.LeaveOneOut:
+        """The second-order tiers; the converged one also returns the diagonal GGN at each solution."""
         args = (self.probe, self.theta_D, self.factor, self.X, self.Y, excluded)
         if self.solver == "newton-step":
             delta = training.newton_step(*args, weight_decay=self.o["weight_decay"])
-            return delta, torch.full((len(excluded),), float("nan"), device=delta.device)
-        loo = training.solve_leave_one_out(*args, weight_decay=self.o["weight_decay"], tol=self.o["tol"])
-        return loo.delta, loo.grad_norm
+            return training.LeaveOneOut(delta, torch.full((len(excluded),), float("nan"), device=delta.device))
+        return training.solve_leave_one_out(*args, weight_decay=self.o["weight_decay"], tol=self.o["tol"],
+                                            ggn_diag=self.structure == "diag")
 
     def bytes_per_model(self) -> int:
         n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
+        if self.solver == "newton-step" and self.structure == "diag":
+            return 8 * 8 * K   # per-sample gradients, steps and diagonals: no pass over the data per model
         hidden = getattr(self.probe, "hidden", 0)
         if isinstance(self.probe, ModuleProbe):  # a network: its activations, kept for the backward pass
             hidden = self.probe.activations_per_sample(self.X[0])
@@ -197,10 +200,12 @@ class _Engine:
             delta = theta - self.theta_D
             grad_norm = training.objective_grad(self.probe, theta, self.X, self.Y, w, o["weight_decay"]).norm(dim=1)
         else:
-            delta, grad_norm = self._solve(excluded)
-            theta = self.theta_D + delta
+            loo = self._solve(excluded)
+            delta, grad_norm, theta = loo.delta, loo.grad_norm, self.theta_D + loo.delta
         if self.solver == "newton-step":
             P1 = curvature.remove_sample(self.P0, self.structure, self.probe, self.theta_D, self.X, excluded, prior)
+        elif self.solver == "converged" and loo.ggn_diag is not None:
+            P1 = curvature.Diag(loo.ggn_diag, prior)
         else:
             P1 = curvature.precision(self.structure, self.probe, theta, self.X, w, prior)
         mean, cov = kl_terms(self.P0, P1, delta)
