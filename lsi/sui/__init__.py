@@ -20,7 +20,7 @@ Modules: :mod:`~lsi.sui.linearize` (Jacobians with torch.func),
 from .api import FlatProbe, compute_sui, compute_sui_features, compute_sui_linearized
 from .dynamics import Time, predictions_at, weights_at
 from .linearize import Linearization, Projection, linearize
-from .summarize import removal_order, summarisation_curve
+from .summarize import removal_order, summarisation_curve, summarisation_variants
 
 __all__ = ["compute_sui", "compute_sui_features", "compute_sui_linearized", "Projection", "FlatProbe", "Time", "weights_at", "predictions_at", "linearize", "Linearization",
-           "removal_order", "summarisation_curve"]
+           "removal_order", "summarisation_curve", "summarisation_variants"]
