@@ -45,24 +45,28 @@ def one_hot(labels: Sequence[int], k: int = 2) -> torch.Tensor:
 
 
 def projection_study(tail: torch.nn.Module, inputs: torch.Tensor, labels: np.ndarray,
-                     heldout: torch.Tensor, dims: Sequence[int], *, projection: str = "sparse",
-                     seed: int = 0, batch_size: int = 32, **sui: Any
+                     heldout: torch.Tensor, dims: Sequence[int], *, t: float, lr_fraction: float = 1.0,
+                     projection: str = "sparse", seed: int = 0, batch_size: int = 32
                      ) -> tuple[pd.DataFrame, dict[int, tuple[Linearization, Linearization]]]:
-    """SUI with the Jacobian projected to each of ``dims``; Spearman of each against the largest.
+    """SUI at training time ``t`` with the Jacobian projected to each of ``dims``, ranked against the largest.
 
-    Returns the table (one row per dimension, one Spearman column per measure)
-    and the linearisations (train, heldout) per dimension for reuse.
+    The step is ``lr = lr_fraction / lambda_max`` of the largest projection's kernel,
+    the same for every dimension; no L2. Returns the table (index: projection
+    dimension; one Spearman column per measure, against the largest dimension) and
+    the linearisations (train, heldout) per dimension; ``attrs`` hold ``lr``, the
+    ``reference`` dimension and the SUI tables (``scores``).
     """
-    lins, scores = {}, {}
-    for dim in sorted(dims):
-        options = dict(projection_dim=dim, projection=projection, seed=seed, batch_size=batch_size)
-        lins[dim] = (linearize(tail, inputs, **options), linearize(tail, heldout, **options))
-        scores[dim] = compute_sui_linearized(lins[dim][0], labels, heldout=lins[dim][1], progress=False, **sui)
+    options = dict(projection=projection, seed=seed, batch_size=batch_size)
+    lins = {dim: (linearize(tail, inputs, projection_dim=dim, **options),
+                  linearize(tail, heldout, projection_dim=dim, **options)) for dim in sorted(dims)}
     top = max(dims)
-    table = pd.DataFrame([{"projection dim": dim, **{f"Spearman {m} vs d={top}":
-                           agreement(scores[dim][m], scores[top][m])["spearman"] for m in MEASURES}}
-                          for dim in sorted(dims)])
-    table.attrs["scores"] = scores
+    lr = stable_lr(lins[top][0].jac, lr_fraction)
+    scores = {dim: compute_sui_linearized(train, labels, heldout=held, t=t, lr=lr, l2=0.0, progress=False)
+              for dim, (train, held) in lins.items()}
+    table = pd.DataFrame({m: {dim: agreement(scores[dim][m], scores[top][m])["spearman"] for dim in lins}
+                          for m in MEASURES})
+    table.index.name = "projection dim"
+    table.attrs.update(lr=lr, reference=top, scores=scores)
     return table, lins
 
 
