@@ -166,6 +166,19 @@ def test_stratified_removal_takes_every_class_in_proportion():
     assert (labels[first] == 0).sum() == 10 and (labels[first] == 1).sum() == 5
 
 
+def test_stratified_rounds_always_remove_the_requested_count():
+    from lsi.sui.summarize import _round_removal
+
+    labels = np.r_[np.zeros(5, int), np.ones(5, int), np.full(3, 2)]
+    ranked = np.random.default_rng(0).permutation(13)
+    for count in range(1, 13):
+        drop = _round_removal(ranked, labels, count, stratified=True)
+        assert len(drop) == count and len(set(drop)) == count
+        shares = np.bincount(labels[drop], minlength=3)
+        assert np.all(np.abs(shares - count * np.array([5, 5, 3]) / 13) < 1)   # within one of proportional
+    np.testing.assert_array_equal(_round_removal(ranked, labels, 4, stratified=False), ranked[:4])
+
+
 def test_largest_first_starts_from_the_most_informative_sample():
     rng = np.random.default_rng(3)
     features, labels = rng.normal(size=(30, 4)), np.arange(30) % 2

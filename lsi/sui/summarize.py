@@ -26,14 +26,18 @@ from .api import compute_sui
 
 
 def _round_removal(ranked: np.ndarray, labels: np.ndarray, count: int, stratified: bool) -> np.ndarray:
-    """The first ``count`` of ``ranked``, or with ``stratified`` the first ``round(count * n_c / n)``
-    of each class ``c`` (kept in rank order)."""
+    """The first ``count`` of ``ranked``; with ``stratified``, the first ``count_c`` of each class
+    ``c`` (kept in rank order), ``count_c`` proportional to the class's share of ``ranked``
+    and summing to ``count`` (largest remainders; ties to the lower class)."""
     if not stratified:
         return ranked[:count]
+    classes, sizes = np.unique(labels[ranked], return_counts=True)
+    quota = count * sizes / len(ranked)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[:count - take.sum()]] += 1
     chosen = np.zeros(len(ranked), dtype=bool)
-    for c in np.unique(labels[ranked]):
-        of_class = np.flatnonzero(labels[ranked] == c)
-        chosen[of_class[:int(round(count * len(of_class) / len(ranked)))]] = True
+    for c, k in zip(classes, take):
+        chosen[np.flatnonzero(labels[ranked] == c)[:k]] = True
     return ranked[chosen]
 
 
