@@ -187,3 +187,19 @@ def test_largest_first_starts_from_the_most_informative_sample():
     order = removal_order(features, labels, step=0.1, until=0.2, largest_first=True, heldout=features,
                           **options)
     assert order[0] == int(np.argmax(scores))
+
+
+def test_summarisation_variants_stack_and_reuse_rankings():
+    from lsi.sui import summarisation_variants
+
+    rng = np.random.default_rng(4)
+    X, Xt = rng.normal(size=(40, 5)), rng.normal(size=(20, 5))
+    y, yt = (X[:, 0] > 0).astype(int), (Xt[:, 0] > 0).astype(int)
+    variants = {"base": {}, "stratified": {"stratified": True}, "longer": {"reuse": "base", "train_steps": 30}}
+    table = summarisation_variants(X, y, Xt, yt, variants, fractions=[0.0, 0.5], step=0.25, repeats=1,
+                                   train_steps=10, hidden=4, l2=1.0)
+    assert list(table["variant"].unique()) == list(variants)
+    assert len(table) == 3 * (1 + 1) * 2
+    rankings = table.attrs["rankings"]
+    np.testing.assert_array_equal(rankings["longer"], rankings["base"])
+    assert sorted(rankings["stratified"]) == list(range(40))

@@ -145,14 +145,18 @@ def summarisation_variants(features: Any, labels: Any, test_features: Any, test_
 
     Each variant's options override ``common``; ``{"reuse": name, ...}`` retrains the
     ranking of an earlier variant ``name`` (for example with other ``train_steps``)
-    instead of recomputing it.
+    instead of recomputing it. ``attrs["rankings"]`` holds each variant's removal order.
     """
-    tables: dict[str, pd.DataFrame] = {}
+    tables, rankings = [], {}
     for name, options in variants.items():
         options = dict(options)
         reuse = options.pop("reuse", None)
         if reuse is not None:
-            options["ranking"] = tables[reuse].attrs["ranking"]
-        tables[name] = summarisation_curve(features, labels, test_features, test_labels,
-                                           **{**common, **options}).assign(variant=name)
-    return pd.concat(tables.values(), ignore_index=True)
+            options["ranking"] = rankings[reuse]
+        table = summarisation_curve(features, labels, test_features, test_labels, **{**common, **options})
+        rankings[name] = table.attrs["ranking"]
+        table.attrs = {}
+        tables.append(table.assign(variant=name))
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["rankings"] = rankings
+    return out
