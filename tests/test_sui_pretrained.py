@@ -8,7 +8,7 @@ from PIL import Image
 from lsi import corruptions
 from lsi.analysis import agreement
 from lsi.sui import compute_sui, compute_sui_linearized, linearize, removal_order
-from lsi.sui.experiments import information_over_time, source_table, stable_lr
+from lsi.sui.experiments import detection_over_time, information_over_time, source_table, stable_lr
 from lsi.sui.linearize import project
 
 
@@ -203,3 +203,16 @@ def test_summarisation_variants_stack_and_reuse_rankings():
     rankings = table.attrs["rankings"]
     np.testing.assert_array_equal(rankings["longer"], rankings["base"])
     assert sorted(rankings["stratified"]) == list(range(40))
+
+
+def test_detection_over_time_scores_the_last_time_and_every_auroc():
+    from lsi.analysis import separation
+
+    model, (x, y) = _mlp(), _data()
+    lin = linearize(model, x)
+    positive = np.arange(30) < 5
+    table, last = detection_over_time(lin, y, lin, [5, 40], positive, lr=stable_lr(lin.jac))
+    assert list(table["t"]) == [5, 40]
+    one = compute_sui_linearized(lin, y, heldout=lin, t=40, lr=stable_lr(lin.jac), l2=0.0, progress=False)
+    np.testing.assert_allclose(last["sui_functional"], one["sui_functional"])
+    assert table["AUROC sui_weight"].iloc[-1] == pytest.approx(separation(one["sui_weight"], positive)["auroc"])

@@ -11,8 +11,8 @@ and the frozen trunk's activations, so the expensive trunk runs once.
 * :func:`information_over_time` - weight and functional SI of the same samples
   at several training times ``t``, and their Spearman at each.
 * :func:`fine_tune` - the tail trained on all samples (real network).
-* :func:`source_table` / :func:`adversarial_scores` - per-source and
-  adversarial-vs-clean summaries of SUI and LSI.
+* :func:`source_table` / :func:`adversarial_scores` / :func:`detection_over_time` -
+  per-source and adversarial-vs-clean summaries of SUI and LSI, and the AUROC over ``t``.
 """
 from __future__ import annotations
 
@@ -132,6 +132,20 @@ def source_table(scores: Mapping[str, pd.DataFrame | pd.Series], groups: np.ndar
     frame = pd.DataFrame({name: np.asarray(values) for name, values in scores.items()})
     return frame.assign(source=groups).groupby("source").median().assign(
         samples=pd.Series(groups).value_counts())
+
+
+def detection_over_time(train: Linearization, labels: np.ndarray, heldout: Linearization,
+                        times: Sequence[float], positive: np.ndarray, *, lr: float, l2: float = 0.0
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """AUROC of weight and functional SI for flagging ``positive`` samples at each training time ``t``.
+
+    Returns one row per ``t`` and the SUI table of the last ``t``.
+    """
+    rows, table = [], None
+    for t in times:
+        table = compute_sui_linearized(train, labels, heldout=heldout, t=t, lr=lr, l2=l2, progress=False)
+        rows.append({"t": t, **{f"AUROC {m}": separation(table[m], positive)["auroc"] for m in MEASURES}})
+    return pd.DataFrame(rows), table
 
 
 def adversarial_scores(scores: Mapping[str, Sequence[float]], is_adversarial: np.ndarray) -> pd.DataFrame:
