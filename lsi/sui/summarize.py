@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from lsi.validation import check_features, check_labels, check_positive
+from lsi.defaults import SUI
+from lsi.enums import Probe
+from lsi.validation import check_choice, check_features, check_labels, check_positive
 
-from .api import compute_sui
+from .api import FlatProbe, compute_sui_linearized
+from .linearize import linearize
 
 
 def _round_removal(ranked: np.ndarray, labels: np.ndarray, count: int, stratified: bool) -> np.ndarray:
@@ -43,24 +47,37 @@ def _round_removal(ranked: np.ndarray, labels: np.ndarray, count: int, stratifie
 
 def removal_order(features: Any, labels: Any, *, step: float = 0.05, until: float = 0.95,
                   score: str = "sui_functional", stratified: bool = False, largest_first: bool = False,
-                  progress: bool = True, **sui_options: Any) -> np.ndarray:
+                  probe: str = SUI["probe"], hidden: int = SUI["hidden"], seed: int = SUI["seed"],
+                  heldout: Any = None, device: str = SUI["device"], progress: bool = True,
+                  **sui_options: Any) -> np.ndarray:
     """Sample positions in the order they are removed, least informative first.
 
-    Each round scores the remaining samples with :func:`compute_sui` (``sui_options``
-    are passed on; ``heldout`` stays fixed), removes ``ceil(step * remaining)``
-    of the lowest ``score`` (the highest with ``largest_first``; per class in
-    proportion with ``stratified``), and stops once a fraction ``until`` is
-    removed; the samples still left are appended in score order of the last round.
+    Each round scores the remaining samples with SUI (what :func:`compute_sui`
+    gives on them; ``sui_options`` such as ``l2``, ``t``, ``lr`` are passed on,
+    ``heldout`` stays fixed), removes ``ceil(step * remaining)`` of the lowest
+    ``score`` (the highest with ``largest_first``; per class in proportion with
+    ``stratified``), and stops once a fraction ``until`` is removed; the samples
+    still left are appended in score order of the last round.
+
+    The probe (``probe``, ``hidden``, seeded initialisation ``seed``) is the same
+    in every round, so its Jacobian on all samples and on ``heldout`` is computed
+    once and each round takes the rows of the samples left
+    (:meth:`~lsi.sui.Linearization.take`).
     """
     features = check_features(features)
-    labels, _ = check_labels(labels, len(features))
+    labels, n_classes = check_labels(labels, len(features))
     step, until = check_positive(step, name="step"), check_positive(until, name="until")
     if step >= 1 or until >= 1:
         raise ValueError(f"step == {step} and until == {until} must both be < 1 (fractions).")
+    model = FlatProbe(check_choice(probe, Probe, name="probe").value, features.shape[1], n_classes, hidden, seed)
+    train = linearize(model, torch.from_numpy(features), device=device)
+    held = None if heldout is None else linearize(model, torch.from_numpy(check_features(heldout, name="heldout")),
+                                                  device=device)
     remaining, removed = np.arange(len(features)), []
     bar = tqdm(total=int(until * len(features)), desc="summarisation", disable=not progress)
     while True:
-        table = compute_sui(features[remaining], labels[remaining], progress=False, **sui_options)
+        table = compute_sui_linearized(train.take(remaining), labels[remaining], heldout=held, device=device,
+                                       progress=False, **sui_options)
         ranked = remaining[table.sort_values(score, ascending=not largest_first, kind="stable")["index"].to_numpy()]
         drop = _round_removal(ranked, labels, int(np.ceil(step * len(remaining))), stratified)
         done = sum(len(r) for r in removed)
@@ -98,12 +115,8 @@ def summarisation_curve(features: Any, labels: Any, test_features: Any, test_lab
     ``largest class share`` among the kept samples (unless ``stratified``, removal
     is not stratified); ``attrs`` hold ``lr`` and the SUI ``ranking``.
     """
-    import torch
-
     from lsi.analysis import accuracy
 
-    from .api import FlatProbe
-    from .linearize import linearize
     from .reference import train_network_gd
 
     features = check_features(features)
