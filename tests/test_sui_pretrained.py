@@ -216,3 +216,38 @@ def test_detection_over_time_scores_the_last_time_and_every_auroc():
     one = compute_sui_linearized(lin, y, heldout=lin, t=40, lr=stable_lr(lin.jac), l2=0.0, progress=False)
     np.testing.assert_allclose(last["sui_functional"], one["sui_functional"])
     assert table["AUROC sui_weight"].iloc[-1] == pytest.approx(separation(one["sui_weight"], positive)["auroc"])
+
+
+def test_pretrained_split_recomposes_the_imagenet_network():
+    from lsi.features.extractors import efficientnet_lite0_classifier
+    from lsi.features.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from lsi.sui import pretrained
+
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    full = efficientnet_lite0_classifier()
+    normalised = (pixels - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    with torch.no_grad():
+        expected = full.extract_features(normalised).mean(dim=(2, 3))
+        for blocks in (0, 2):
+            trunk, tail = pretrained.split_efficientnet_lite0(blocks, seed=3)
+            torch.testing.assert_close(tail.features(trunk(pixels)), expected, rtol=1e-5, atol=1e-5)
+    trainable = {name.split(".")[0] for name, p in tail.named_parameters() if p.requires_grad}
+    assert trainable == {"blocks", "conv", "bn", "fc"} and not any(p.requires_grad for p in trunk.parameters())
+    again = pretrained.split_efficientnet_lite0(2, seed=3)[1]
+    assert torch.equal(again.fc.weight, tail.fc.weight)                       # the new layer is seeded
+    bound = 1280 ** -0.5
+    assert float(tail.fc.weight.detach().abs().max()) <= bound
+
+
+def test_fit_head_is_ridge_regression_on_the_pooled_features():
+    from lsi.sui import pretrained
+
+    trunk, tail = pretrained.split_efficientnet_lite0(0, seed=0)
+    acts = pretrained.trunk_activations(trunk, torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    labels = np.arange(12) % 2
+    fitted = pretrained.fit_head(tail, acts, labels, l2=3.0)
+    f = np.hstack([pretrained.pooled_features(tail, acts), np.ones((12, 1))])
+    coef = np.linalg.solve(f.T @ f + 3.0 * np.eye(f.shape[1]), f.T @ np.eye(2)[labels])
+    np.testing.assert_allclose(fitted.fc.weight.detach().double().numpy(), coef[:-1].T, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fitted.fc.bias.detach().double().numpy(), coef[-1], rtol=1e-4, atol=1e-6)
+    assert not torch.equal(fitted.fc.weight, tail.fc.weight)                   # the original is untouched
