@@ -31,6 +31,8 @@ rule                          yes when
 :func:`approximates`          Spearman >= :data:`STRONG_CORRELATION` and median relative
                               error <= :data:`CLOSE_RELATIVE_ERROR`
 :func:`exceeds`               one quantity above another by more than the noise of both
+:func:`settles`               Spearman >= :data:`STRONG_CORRELATION` at every snapshot after
+                              the first :data:`WARMUP_FRACTION` of the training
 :func:`breaks_down`           an estimator is off by more than :data:`BREAKDOWN_FACTOR` in
                               every regime named by the claim (and not in the others)
 :func:`beats`                 paired bootstrap differences of a metric (e.g. AUROC of two
@@ -87,6 +89,10 @@ CLOSE_RELATIVE_ERROR = 0.1
 
 CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals the rules use."""
+
+WARMUP_FRACTION = 0.1
+"""The 'initial warm-up' of a training run: its first tenth. A ranking that settles only later than
+this has not settled early (App. G speaks of an initial phase)."""
 
 BREAKDOWN_FACTOR = 2.0
 """An estimate off by more than this factor either way (or not positive) has broken down: it
@@ -315,6 +321,28 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     if low > 0 and min(a.size, b.size) > 1:
         return Verdict(YES, rule="exceeds")
     return Verdict(PARTLY, f"{text}, within the noise of {min(a.size, b.size)} repeats", rule="exceeds")
+
+
+def settles(spearman_by_step: Mapping[int, float], *, what: str = "the ranking") -> Verdict:
+    """Does a ranking stay consistent after an initial warm-up of the training?
+
+    ``spearman_by_step`` maps training steps (e.g. epochs) to the Spearman correlation of the
+    ranking at that step with a reference. The warm-up is the first :data:`WARMUP_FRACTION`
+    of the last step; the snapshots after it are judged. yes: every one has Spearman >=
+    :data:`STRONG_CORRELATION`; partly: every one >= :data:`MODERATE_CORRELATION`; no:
+    some snapshot after the warm-up is below that.
+    """
+    if not spearman_by_step or min(spearman_by_step) < 1:
+        raise ValueError(f"settles needs snapshots at steps >= 1, got {sorted(spearman_by_step)}.")
+    warmup = WARMUP_FRACTION * max(spearman_by_step)
+    after = {step: rho for step, rho in sorted(spearman_by_step.items()) if step > warmup}
+    low_step = min(after, key=after.get)
+    text = f"lowest Spearman after the warm-up (step > {warmup:g}): {after[low_step]:.3f} at step {low_step}"
+    if after[low_step] >= STRONG_CORRELATION:
+        return Verdict(YES, rule="settles")
+    if after[low_step] >= MODERATE_CORRELATION:
+        return Verdict(PARTLY, f"{what} stays only moderately consistent ({text})", rule="settles")
+    return Verdict(NO, f"{what} still changes after the warm-up ({text})", rule="settles")
 
 
 def breaks_down(ratios: Mapping[str, float], *, at: Sequence[str], what: str = "the estimator") -> Verdict:

@@ -11,6 +11,8 @@
 * :func:`binary_task` and :func:`probe_accuracy` - equal-size two-class tasks of
   different difficulty and the held-out accuracy of the same probe.
 * :func:`median_intervals` - per-group medians with bootstrap intervals (Fig. 7 left).
+* :func:`lsi_during_training` and :func:`rankings_over_training` - the ``gd`` tier's LSI after
+  several training lengths, and how each ranking agrees with a reference (App. G).
 * :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
 """
@@ -204,6 +206,42 @@ def compare_rankings(scores: Mapping[str, Sequence[float]], reference: str, *,
                           f"top {fraction:.0%} overlap": top_overlap(values, ref, fraction),
                           "median relative difference": float(np.median(np.abs(values - ref) / np.abs(ref)))}
     return pd.DataFrame(rows).T.rename_axis(f"against {reference}")
+
+
+def lsi_during_training(features: Any, labels: Any, epochs: Sequence[int], **options) -> pd.DataFrame:
+    """LSI of the ``gd`` tier after each training length in ``epochs`` (App. G): one long table with columns
+    ``epoch`` and ``full_data_grad_norm`` (how far the full-data model is from its optimum at that length).
+
+    The ``gd`` tier trains every model (full data and each leave-one-out) with a constant step from one
+    seeded initialisation, so its state after ``e`` steps of a longer run is exactly the state of an
+    ``e``-step run: each snapshot is :func:`lsi.compute_lsi` with ``solver="gd", epochs=e`` and the same
+    ``options`` (``indices``, ``seed``, ``lr``, ...). The cost is ``sum(epochs)`` steps per model.
+    """
+    lengths = sorted({int(e) for e in epochs})
+    if not lengths or lengths[0] < 1:
+        raise ValueError(f"epochs == {list(epochs)!r}: give one or more training lengths >= 1.")
+    if options.pop("solver", "gd") != "gd":
+        raise ValueError("lsi_during_training follows the gd tier's training; leave solver unset or 'gd'.")
+    snapshots = []
+    for e in lengths:
+        table = compute_lsi(features, labels, solver="gd", epochs=e, **options)
+        snapshots.append(table.assign(epoch=e, full_data_grad_norm=table.attrs["lsi"]["full_data_grad_norm"]))
+    return pd.concat(snapshots, ignore_index=True)
+
+
+def rankings_over_training(table: pd.DataFrame, reference: pd.Series, *, fraction: float = 0.1) -> pd.DataFrame:
+    """Each snapshot of :func:`lsi_during_training` against ``reference`` (LSI indexed by sample ``index``):
+    Spearman, top-``fraction`` overlap and median relative difference per ``epoch`` (:func:`compare_rankings`)."""
+    rows = {}
+    for epoch, snapshot in table.groupby("epoch"):
+        scores = snapshot.set_index("index")["lsi"]
+        missing = scores.index.difference(reference.index)
+        if len(missing):
+            raise ValueError(f"the reference has no LSI for samples {missing[:5].tolist()}; score the same samples.")
+        ref = reference.loc[scores.index].to_numpy()
+        rows[epoch] = compare_rankings({"snapshot": scores.to_numpy(), "reference": ref},
+                                       reference="reference", fraction=fraction).iloc[0]
+    return pd.DataFrame(rows).T.rename_axis("epoch")
 
 
 def score_probes(features: Any, labels: Any, probes: Mapping[str, Mapping[str, Any]]

@@ -175,3 +175,19 @@ def test_summary_names_whose_claims_and_no_verdict_reads_well():
     assert "Of these 1 claims" in claims.summary(rows, whose="these").data
     flat = claims.separates([1.0, 1.0, 1.0, 1.0], [True, False, True, False], what="flips")
     assert "about as high as the rest" in flat.detail
+
+
+@pytest.mark.parametrize("after_warmup, expected", [
+    ([0.95, 0.91, 0.99], "yes"),          # every snapshot after the first tenth at or above 0.9
+    ([0.95, 0.89, 0.99], "partly"),       # one just below 0.9, all above 0.7
+    ([0.95, 0.69, 0.99], "no"),           # one below 0.7
+])
+def test_settles_judges_only_the_snapshots_after_the_warmup(after_warmup, expected):
+    rhos = {10: 0.1, 100: 0.2, **dict(zip([250, 500, 1000], after_warmup))}  # 10 and 100 are the warm-up
+    verdict = claims.settles(rhos)
+    assert verdict.status == expected and verdict.rule == "settles"
+    assert claims.WARMUP_FRACTION == 0.1
+    assert claims.settles({1: 0.1, 11: 0.95}).status == "yes"  # 1.1 is the warm-up's end
+    for bad in ({}, {0: 0.5, 10: 0.9}):
+        with pytest.raises(ValueError, match="steps >= 1"):
+            claims.settles(bad)

@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import lsi
 import lsi.corruptions
@@ -137,3 +138,38 @@ def test_score_probes_reports_why_a_tier_does_not_apply():
     assert "solver='gd'" in reasons["gelu"]
     pd.testing.assert_frame_equal(scores["linear"].drop(columns="seconds", errors="ignore"),
                                   lsi.compute_lsi(X, y, **linear).drop(columns="seconds", errors="ignore"))
+
+
+def test_lsi_during_training_snapshots_are_the_states_of_one_longer_run():
+    X, y = blobs(60, 3, 3, seed=5)
+    options = dict(indices=np.arange(12), lr=0.1, progress=False)
+    table = experiments.lsi_during_training(X, y, [20, 5], **options)
+    assert sorted(table["epoch"].unique()) == [5, 20] and len(table) == 24
+    direct = lsi.compute_lsi(X, y, solver="gd", epochs=5, **options)
+    np.testing.assert_array_equal(table[table["epoch"] == 5]["lsi"].to_numpy(), direct["lsi"].to_numpy())
+    # the premise: the state after 5 steps of a 20-step run is the 5-step run's (constant step, shared init)
+    probe, w = lsi.probes.LinearProbe(3, 3), torch.ones(1, 60, dtype=torch.float64)
+    Xt, Yt = torch.as_tensor(X), torch.as_tensor(y)
+    theta0 = probe.init(0, dtype=torch.float64, device="cpu")
+    steps = dict(lr=0.1, momentum=0.9, weight_decay=0.01)
+    states = {}
+    lsi.training.train_gd(probe, theta0, Xt, Yt, w, epochs=20, **steps,
+                          callback=lambda epoch, theta: states.setdefault(epoch + 1, theta.clone()))
+    short = lsi.training.train_gd(probe, theta0, Xt, Yt, w, epochs=5, **steps)
+    torch.testing.assert_close(states[5], short, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="gd tier"):
+        experiments.lsi_during_training(X, y, [5], solver="converged")
+    with pytest.raises(ValueError, match="training lengths"):
+        experiments.lsi_during_training(X, y, [0, 5])
+
+
+def test_rankings_over_training_against_hand_values():
+    table = pd.DataFrame({"epoch": [1, 1, 1, 1, 2, 2, 2, 2], "index": [0, 1, 2, 3, 0, 1, 2, 3],
+                          "lsi": [4.0, 3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 5.0]})
+    reference = pd.Series([1.0, 2.0, 3.0, 4.0], index=[0, 1, 2, 3])
+    agreement = experiments.rankings_over_training(table, reference, fraction=0.25)
+    assert agreement.loc[1, "spearman"] == pytest.approx(-1.0) and agreement.loc[2, "spearman"] == pytest.approx(1.0)
+    assert agreement.loc[1, "top 25% overlap"] == 0.0 and agreement.loc[2, "top 25% overlap"] == 1.0
+    assert agreement.loc[2, "median relative difference"] == pytest.approx(0.0)  # |1-1|, |2-2|, |3-3|, |5-4|/4
+    with pytest.raises(ValueError, match="no LSI for samples"):
+        experiments.rankings_over_training(table, reference.iloc[:2])
