@@ -12,7 +12,7 @@ export LSI_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[encoders,curvature,baselines,book,test]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[encoders,curvature,baselines,book,test,cluster]"
 	touch $@
 
 install: $(VENV)/.installed

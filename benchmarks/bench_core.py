@@ -9,12 +9,23 @@
 3. converged tier on all of digits vs the gd tier over the same samples;
    its agreement with an independent numpy Newton solve.
 4. newton-step tier: time and Spearman against converged.
-5. Scaling with n on random features of CIFAR-like width (d = 512, C = 10).
+5. ``--parts rows``: per n (2,000 to 50,000) and tier on synthetic features of CIFAR-like width
+   (d = 512, C = 10): seconds, the FLOP floor at the GEMM rate measured in the same process and the ratio
+   to it, peak RSS, and the same for a previous commit's engine (``--previous <commit>``, its ``lsi`` from
+   ``git archive``). Each row runs in its own process and is appended to ``--out`` at once::
+
+       python benchmarks/bench_core.py --parts rows --sizes 2000,5000 --previous cc6c1dc \
+           --out benchmarks/results/core_rows.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +36,7 @@ from scipy.stats import spearmanr
 import lsi
 from lsi import reference, training
 from lsi.data import digits_pixels
-from lsi.provenance import run_record
+from lsi.provenance import git_commit, run_record
 from lsi.probes import LinearProbe
 from lsi.results import atomic_write_bytes
 
@@ -94,37 +105,172 @@ def bench_tiers(X, y, check: int) -> dict:
             "newton_step_spearman_vs_converged": float(spearmanr(converged["lsi"], screening["lsi"]).statistic)}
 
 
-def bench_scaling(sizes: list[int], d: int = 512, C: int = 10, sample: int = 128, gd_epochs: int = 5) -> list[dict]:
-    """Seconds for each tier at each n; gd and converged timed on ``sample`` LOO models, extrapolated."""
-    rows = []
+SYNTHETIC = ("synthetic: n samples in C = 10 classes, x = 0.3 * mu_y + N(0, I), divided by sqrt(d), "
+             "mu_c ~ N(0, I), drawn with numpy default_rng(n)")
+
+
+def synthetic(n: int, d: int = 512, C: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-like width features (see :data:`SYNTHETIC`)."""
+    rng = np.random.default_rng(n)
+    y = np.arange(n) % C
+    X = rng.normal(size=(C, d))[y] * 0.3 + rng.normal(size=(n, d))
+    return X / np.sqrt(d), y
+
+
+CIFAR10 = ("cifar10 train: a stratified subset (seed 0) of the 5,000 images the CIFAR-10 chapter draws "
+           "(limit 5000, seed 0), all 1,280 EfficientNet-Lite0 features (standard preprocessing, 224 px), "
+           "from the feature cache")
+
+
+def cifar10_features(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The wide regime: ``n`` CIFAR-10 images with every encoder feature (see :data:`CIFAR10`)."""
+    from lsi.data import load_dataset, stratified_positions
+    from lsi.features import extract_features
+    images = load_dataset("cifar10", "train", limit=5000, seed=0)
+    features = extract_features(images, "efficientnet_lite0", preprocessing="standard", progress=False)
+    rows = stratified_positions(features.labels, n, seed=0)
+    return np.asarray(features.features[rows], dtype=np.float64), np.asarray(features.labels[rows])
+
+
+def sklearn_fit_s(X: np.ndarray, y: np.ndarray, weight_decay: float) -> float:
+    """Seconds of one scikit-learn multinomial logistic regression (lbfgs) on the same objective's scale."""
+    from sklearn.linear_model import LogisticRegression
+    model = LogisticRegression(C=1 / (len(X) * weight_decay), max_iter=10_000)
+    return timed(lambda: model.fit(X, y))[1]
+
+
+def tier_floor_flop(tier: str, n: int, d: int, C: int, models: int) -> float:
+    """FLOP no implementation of a tier can avoid.
+
+    converged: every left-out model evaluated on all n samples twice (a step and its verification), each a
+    forward and a backward product of ``2 n d C`` FLOP: ``models * 2 * 4 n d C``. newton-step: the full-data
+    Hessian as a symmetric rank-n update (``n K^2``), its Cholesky factor (``K^3 / 3``) and one solve of
+    ``2 K^2`` per scored sample, ``K = (d + 1) C``.
+    """
+    if tier == "converged":
+        return models * 2 * 4 * n * d * C
+    K = (d + 1) * C
+    return n * K ** 2 + K ** 3 / 3 + 2 * K ** 2 * models
+
+
+def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 10) -> dict:
+    """One tier at one n in this process: seconds, floor, peak RSS; newton-step also against an exact audit."""
+    X, y = synthetic(n) if data == "synthetic" else cifar10_features(n)
+    d, load = X.shape[1], os.getloadavg()[0]
+    peak = matmul_peak()
+    models = min(sample or n, n)
+    table, seconds = timed(lambda: lsi.compute_lsi(X, y, solver=tier, indices=f"0:{models}", progress=False))
+    floor = tier_floor_flop(tier, n, d, C, models) / peak / 1e9
+    key = tier.replace("-", "_")
+    row = {"n": n, "d": d, "C": C, "tier": tier, "models_timed": models, "gemm_gflops": peak,
+           f"{key}_s" if models == n else f"{key}_s_for_models_timed": seconds,
+           f"{key}_floor_s": floor, f"{key}_ratio_to_floor": seconds / floor,
+           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+           "load_average_1min_at_start": load}
+    if models < n:
+        row[f"{key}_s_extrapolated"] = seconds * n / models
+    if tier == "converged":
+        row["converged_max_grad_norm"] = float(table["grad_norm"].max())
+        if data != "synthetic":
+            row["sklearn_fit_s"] = sklearn_fit_s(X, y, HYPER["weight_decay"])
+    if audit:
+        rows = np.sort(np.random.default_rng(0).choice(models, size=min(audit, models), replace=False))
+        exact = lsi.compute_lsi(X, y, solver="converged", indices=rows, progress=False)["lsi"].to_numpy()
+        approx = table.set_index("index").loc[rows, "lsi"].to_numpy()
+        row |= {"audit_samples": len(rows), "audit_spearman_vs_converged": float(spearmanr(exact, approx).statistic),
+                "audit_median_rel_err_vs_converged": float(np.median(np.abs(approx - exact) / exact))}
+    return row
+
+
+def _archive(commit: str) -> str:
+    """The package ``lsi`` of ``commit``, extracted to a temporary folder: a PYTHONPATH for a child process."""
+    folder = tempfile.mkdtemp(prefix=f"lsi-{commit}-")
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "archive", commit, "lsi"], cwd=root, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return folder
+
+
+def bench_rows(data: str, sizes: list[int], tiers: list[str], engines: dict[str, str], out: Path, sample: int,
+               audit: int) -> None:
+    """Every (n, tier, engine) in its own process (clean peak RSS), appended to ``out`` as it finishes;
+    rows already in ``out`` for the same commit are kept and skipped, so a stopped run continues.
+
+    The converged tier of the previous engine, and of this one above n = 20,000, is timed on ``sample``
+    left-out models and extrapolated linearly (setup included, so an over-estimate)."""
+    result = json.loads(out.read_text()) if out.exists() else {"data": {"synthetic": SYNTHETIC, "cifar10": CIFAR10},
+                                                                 "rows": []}
+    commit = git_commit(Path(__file__).resolve().parent)
+    key = lambda r: (r["data"], r["n"], r["tier"], r["engine"])
+    done = {key(r) for r in result["rows"] if r["commit"] == commit}
     for n in sizes:
-        rng = np.random.default_rng(n)
-        y = np.arange(n) % C
-        X = rng.normal(size=(C, d))[y] * 0.3 + rng.normal(size=(n, d))
-        X /= np.sqrt(d)
-        k = min(sample, n)
-        row = {"n": n, "d": d, "C": C}
-        _, t = timed(lambda: lsi.compute_lsi(X, y, solver="newton-step", progress=False))
-        row["newton_step_s"] = t
-        if n <= 20_000:
-            _, t = timed(lambda: lsi.compute_lsi(X, y, solver="converged", indices=f"0:{k}", progress=False))
-            row["converged_s_extrapolated"] = t * n / k
-            _, t = timed(lambda: lsi.compute_lsi(X, y, solver="gd", epochs=gd_epochs, indices=f"0:{k}", progress=False))
-            row["gd_1000_epochs_s_extrapolated"] = t * (1000 / gd_epochs) * n / k
-            row["gd_gflops"] = gd_flops(n, d, C, k, gd_epochs) / t / 1e9
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+        for tier in tiers:
+            for engine, tree in engines.items():
+                if (data, n, tier, engine) in done:
+                    continue
+                sampled = tier == "converged" and (engine != "current" or n > 20_000) and sample < n
+                models = sample if sampled else 0
+                argv = [sys.executable, __file__, "--row", data, str(n), tier, str(models),
+                        str(audit if tier == "newton-step" and engine == "current" else 0)]
+                env = {**os.environ, "PYTHONPATH": tree}
+                line = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+                row = {"data": data, **json.loads(line), "engine": engine, "commit": commit}
+                result["rows"] = [r for r in result["rows"] if key(r) != key(row) or r["commit"] != commit] + [row]
+                result["provenance"] = run_record("cpu", script="benchmarks/bench_core.py", parts=["rows"])
+                atomic_write_bytes(out, json.dumps(result, indent=1).encode())
+                print(json.dumps(row), flush=True)
+
+
+def markdown(out: Path) -> str:
+    """The rows of ``out`` as a Markdown table (what the README shows), newest commit's row per key."""
+    rows = {}
+    for r in json.loads(out.read_text())["rows"]:
+        rows[(r["data"], r["n"], r["tier"], r["engine"])] = r
+    lines = ["| data | n | d | tier | engine | seconds | floor (s) | ratio to floor | peak RSS (GiB) | GEMM (GFLOP/s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (data, n, tier, engine), r in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+        key = tier.replace("-", "_")
+        seconds = r.get(f"{key}_s") or r.get(f"{key}_s_extrapolated")
+        note = "" if f"{key}_s" in r else f" (from {r['models_timed']} models)"
+        ratio = seconds / (r[f"{key}_floor_s"] * r["n"] / r["models_timed"]) if note else r[f"{key}_ratio_to_floor"]
+        floor = r[f"{key}_floor_s"] * r["n"] / r["models_timed"] if note else r[f"{key}_floor_s"]
+        lines.append(f"| {data} | {n:,} | {r['d']} | {tier} | {engine} | {seconds:,.0f}{note} | {floor:,.0f} | "
+                     f"{ratio:.1f} | {r['peak_rss_gib']:.1f} | {r['gemm_gflops']:.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer models and sizes (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core.json"))
-    parser.add_argument("--parts", default="gd,tiers,scaling", help="comma-separated subset of gd, tiers, scaling")
+    parser.add_argument("--parts", default="gd,tiers", help="comma-separated subset of gd, tiers, rows; or table (print --out's rows)")
+    parser.add_argument("--sizes", default="2000,5000,10000,20000,50000", help="n of the rows part")
+    parser.add_argument("--tiers", default="newton-step,converged", help="tiers of the rows part")
+    parser.add_argument("--previous", default="", help="a previous commit whose engine (git archive) is timed too")
+    parser.add_argument("--sample", type=int, default=128,
+                        help="rows part: LOO models timed (then extrapolated) for the previous engine's converged "
+                             "tier, and for this one's at n > 20,000")
+    parser.add_argument("--audit", type=int, default=200, help="newton-step samples checked against converged")
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "cifar10"],
+                        help="rows part: synthetic d = 512 features, or CIFAR-10's 1,280 encoder features (wide)")
+    parser.add_argument("--row", nargs=5, help=argparse.SUPPRESS)   # data n tier models audit: one row, in a child
     args = parser.parse_args()
-    X, y, _ = digits_pixels()
+    if args.row:
+        data, n, tier, models, audit = args.row
+        print(json.dumps(measure_row(data, int(n), tier, int(models), int(audit))))
+        return
     parts = set(args.parts.split(","))
+    if "table" in parts:
+        print(markdown(args.out))
+        return
+    if "rows" in parts:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        engines = {"current": str(Path(__file__).resolve().parents[1])}
+        if args.previous:
+            engines[f"previous:{args.previous}"] = _archive(args.previous)
+        bench_rows(args.data, sizes, args.tiers.split(","), engines, args.out, args.sample, args.audit)
+        return
+    X, y, _ = digits_pixels()
     peak = matmul_peak()
     print(f"float64 matmul peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
     result = {"provenance": run_record("cpu", script="benchmarks/bench_core.py", parts=sorted(parts),
@@ -143,8 +289,6 @@ def main() -> None:
             tiers["converged_speedup_vs_gd_all_samples"] = result["gd"]["all_samples_batched_s"] / tiers["converged_s"]
         print("tiers:", json.dumps(tiers, indent=1))
         result["tiers"] = tiers
-    if "scaling" in parts:
-        result["scaling"] = bench_scaling([500, 2000] if args.quick else [500, 2000, 5000, 10000, 20000])
     atomic_write_bytes(args.out, json.dumps(result, indent=1).encode())
     print(f"wrote {args.out}")
 

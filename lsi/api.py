@@ -37,7 +37,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                 indices: Any = None, seed: int = PAPER["seed"], device: str | torch.device = LSI["device"],
                 dtype: str = LSI["dtype"], tol: float = LSI["tol"], memory_budget: str | int = LSI["memory_budget"],
                 checkpoint: str | Path | None = None, progress: bool = True, ids: Any = None,
-                n_classes: int | None = None, marginals: dict[str, list[str]] | None = None) -> pd.DataFrame:
+                n_classes: int | None = None, marginals: dict[str, list[str]] | None = None,
+                executor: runner.Executor | None = None) -> pd.DataFrame:
     """Laplace Sample Information of each requested training sample.
 
     Parameters
@@ -69,6 +70,9 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
         Which samples to score: ``None`` (all), ``"a:b"``, a slice or positions.
     checkpoint
         Folder for finished chunks; rerunning with the same arguments resumes.
+    executor
+        Who scores the chunks: ``None`` here, one after another; a
+        :class:`lsi.distributed.RayExecutor` over a Ray cluster (same chunks, same table).
     marginals
         For a module probe with ``hessian="diag"``: ``{name: [parameter names]}`` adds a
         column ``lsi_<name>``, the KL between the two posteriors' marginals on those
@@ -110,7 +114,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     size = runner.chunk_size(engine.bytes_per_model(), budget)
     table = runner.run(positions, lambda chunk, bar: engine.score(chunk, Y, ids, bar), size=size,
                        identity=identity, checkpoint=checkpoint, progress=progress,
-                       desc=f"LSI ({options['solver']})", unit="model")
+                       desc=f"LSI ({options['solver']})", unit="model", executor=executor)
     table.attrs["lsi"] = runner.provenance(
         device, identity=identity,
         options={**options, "dtype": dtype, "device": str(device), "memory_budget": budget},
@@ -164,16 +168,19 @@ class _Engine:
                                  lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
                                  epochs=o["epochs"], tol=tol, callback=step)
 
-    def _solve(self, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _solve(self, excluded: torch.Tensor) -> training.LeaveOneOut:
+        """The second-order tiers; the converged one also returns the diagonal GGN at each solution."""
         args = (self.probe, self.theta_D, self.factor, self.X, self.Y, excluded)
         if self.solver == "newton-step":
             delta = training.newton_step(*args, weight_decay=self.o["weight_decay"])
-            return delta, torch.full((len(excluded),), float("nan"), device=delta.device)
-        loo = training.solve_leave_one_out(*args, weight_decay=self.o["weight_decay"], tol=self.o["tol"])
-        return loo.delta, loo.grad_norm
+            return training.LeaveOneOut(delta, torch.full((len(excluded),), float("nan"), device=delta.device))
+        return training.solve_leave_one_out(*args, weight_decay=self.o["weight_decay"], tol=self.o["tol"],
+                                            ggn_diag=self.structure == "diag")
 
     def bytes_per_model(self) -> int:
         n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
+        if self.solver == "newton-step" and self.structure == "diag":
+            return 8 * 8 * K   # per-sample gradients, steps and diagonals: no pass over the data per model
         hidden = getattr(self.probe, "hidden", 0)
         if isinstance(self.probe, ModuleProbe):  # a network: its activations, kept for the backward pass
             hidden = self.probe.activations_per_sample(self.X[0])
@@ -193,10 +200,12 @@ class _Engine:
             delta = theta - self.theta_D
             grad_norm = training.objective_grad(self.probe, theta, self.X, self.Y, w, o["weight_decay"]).norm(dim=1)
         else:
-            delta, grad_norm = self._solve(excluded)
-            theta = self.theta_D + delta
+            loo = self._solve(excluded)
+            delta, grad_norm, theta = loo.delta, loo.grad_norm, self.theta_D + loo.delta
         if self.solver == "newton-step":
             P1 = curvature.remove_sample(self.P0, self.structure, self.probe, self.theta_D, self.X, excluded, prior)
+        elif self.solver == "converged" and loo.ggn_diag is not None:
+            P1 = curvature.Diag(loo.ggn_diag, prior)
         else:
             P1 = curvature.precision(self.structure, self.probe, theta, self.X, w, prior)
         mean, cov = kl_terms(self.P0, P1, delta)

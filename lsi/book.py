@@ -577,6 +577,8 @@ def add_take_it_away(notebook: Path, chapter: Chapter | None, tables: list, data
     """Append the generated "Take it away" section to an executed chapter notebook."""
     import nbformat
 
+    from lsi.published import matching
+
     nb = nbformat.read(str(notebook), as_version=4)
     name = notebook.stem
     meta = nb.metadata.get("papermill", {})
@@ -584,6 +586,7 @@ def add_take_it_away(notebook: Path, chapter: Chapter | None, tables: list, data
     profile = parameters.pop("profile", "book")
     lines = ["## Take it away", ""]
     mine = [(info, path) for info, _, path in tables if info["chapter"] == name]
+    released = {path: matching(frame) for info, frame, path in tables if info["chapter"] == name}
     if mine:
         lines += ["**The scores.** Each file holds one row per scored sample and, in its Parquet metadata "
                   "(key `lsi.published`), where it comes from: chapter, profile, parameters, tier, commit, "
@@ -594,7 +597,9 @@ def add_take_it_away(notebook: Path, chapter: Chapter | None, tables: list, data
                          f"{title} samples, score `{info.get('score', 'lsi')}`"
                          + (f" ({info['tier']} tier)" if info.get("tier") else "")
                          + (f", corruption `{info['corruption']}`" if info.get("corruption", "none") != "none"
-                            else ""))
+                            else "")
+                         + (f"; also the published value `lsi.published.load(\"{released[path]}\")`"
+                            if released[path] else ""))
         for dataset in sorted({info["dataset"] for info, _ in mine}):
             lines.append(f"- browse every sample in the [{DATASET_TITLES.get(dataset, dataset)} explorer]"
                          f"(../explore/{dataset}.md)")

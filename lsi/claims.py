@@ -31,6 +31,7 @@ rule                          yes when
 :func:`approximates`          Spearman >= :data:`STRONG_CORRELATION` and median relative
                               error <= :data:`CLOSE_RELATIVE_ERROR`
 :func:`exceeds`               one quantity above another by more than the noise of both
+:func:`best`                  one group above (or below) every other group, by :func:`exceeds`
 :func:`settles`               Spearman >= :data:`STRONG_CORRELATION` at every snapshot after
                               the first :data:`WARMUP_FRACTION` of the training
 :func:`breaks_down`           an estimator is off by more than :data:`BREAKDOWN_FACTOR` in
@@ -323,6 +324,34 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     return Verdict(PARTLY, f"{text}, within the noise of {min(a.size, b.size)} repeats", rule="exceeds")
 
 
+def best(groups: Mapping[str, Sequence[float]], which: str, *, what: str = "the value", lower: bool = False,
+         seed: int = 0) -> Verdict:
+    """Is group ``which`` the best of ``groups``: the highest (or, with ``lower``, the lowest)?
+
+    ``groups`` maps each group to repeated measurements (seeds) of one quantity. ``which`` is
+    compared with every other group by :func:`exceeds` (on negated values with ``lower``).
+    yes: ``which`` beats every other group beyond the noise. partly: its mean is the best, but
+    within the noise of some group. no: some group's mean is at least as good; the detail names it.
+    """
+    if which not in groups or len(groups) < 2:
+        raise ValueError(f"best needs {which!r} among at least two groups; got {sorted(groups)}.")
+    sign, word = (-1.0, "lowest") if lower else (1.0, "highest")
+    others = [name for name in groups if name != which]
+    mean = {name: float(np.mean(groups[name])) for name in groups}
+    found = {name: exceeds(sign * np.asarray(groups[which], float), sign * np.asarray(groups[name], float),
+                           what_a=which, what_b=name, seed=seed) for name in others}
+    beaten = [name for name in others if found[name].status == NO]
+    if beaten:
+        text = "; ".join(f"{name} {_fmt(mean[name])} vs {which} {_fmt(mean[which])}" for name in beaten)
+        return Verdict(NO, f"{which} does not have the {word} {what}: {text}", rule="best")
+    close = [name for name in others if found[name].status == PARTLY]
+    if close:
+        text = ", ".join(f"{name} ({_fmt(mean[name])})" for name in close)
+        return Verdict(PARTLY, f"{which} has the {word} mean {what} ({_fmt(mean[which])}), but within the noise "
+                               f"of {text}", rule="best")
+    return Verdict(YES, rule="best")
+
+
 def settles(spearman_by_step: Mapping[int, float], *, what: str = "the ranking") -> Verdict:
     """Does a ranking stay consistent after an initial warm-up of the training?
 
@@ -444,6 +473,6 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = 
 __all__ = ["BREAKDOWN_FACTOR", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
            "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
            "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
-           "approximates", "beats", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail",
+           "approximates", "beats", "best", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail",
            "more_concentrated", "ordered",
            "ratio_near", "separates", "summary", "weakly_correlated"]

@@ -13,11 +13,17 @@
 * :func:`median_intervals` - per-group medians with bootstrap intervals (Fig. 7 left).
 * :func:`lsi_during_training` and :func:`rankings_over_training` - the ``gd`` tier's LSI after
   several training lengths, and how each ranking agrees with a reference (App. G).
+* :func:`lsi_with_notes` - :func:`lsi.compute_lsi` with its warnings returned as notes for a page.
 * :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
+* :func:`lsi_subsets`, :func:`learnability`, :func:`seed_intervals`, :func:`by_subset` and
+  :func:`learnability_cost` - low/mid/high-LSI subsets and a random one, the probe and pixel
+  networks trained on each, their train and test accuracy across seeds (Sec. 4.3-4.4, Figs. 8-9, App. J).
 """
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lsi import corruptions, training
+from lsi import corruptions, networks, training
 from lsi.analysis import bootstrap_interval
 from lsi.api import compute_lsi
 from lsi.data import stratified_positions
@@ -244,6 +250,15 @@ def rankings_over_training(table: pd.DataFrame, reference: pd.Series, *, fractio
     return pd.DataFrame(rows).T.rename_axis("epoch")
 
 
+def lsi_with_notes(features: Any, labels: Any, **options) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`lsi.compute_lsi`, with the ``RuntimeWarning`` messages it raises returned as notes for a page
+    instead of printed (e.g. a ``warm-start`` whose full-data model stopped above ``tol/10``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        table = compute_lsi(features, labels, **options)
+    return table, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
 def score_probes(features: Any, labels: Any, probes: Mapping[str, Mapping[str, Any]]
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """LSI of ``(features, labels)`` under each named :func:`lsi.compute_lsi` configuration in ``probes``.
@@ -297,3 +312,95 @@ def lsi_subsets(scores: Sequence[float], labels: Sequence[int], *, seed: int = 0
         parts["high"].append(order[len(order) - k:])
         parts["random"].append(rng.choice(members, size=k, replace=False))
     return {name: np.sort(np.concatenate(chosen)) for name, chosen in parts.items()}
+
+
+SUBSETS = ("low", "mid", "high", "random")
+"""The subsets of :func:`lsi_subsets`, in the order the learnability tables and claims use."""
+
+
+def learnability(scores: Sequence[float], labels: Sequence[int], *, features: Any, pixels: Any, test_features: Any,
+                 test_pixels: Any, test_labels: Sequence[int], models: Sequence[str], seeds: Sequence[int] = (0,),
+                 widths: Mapping[str, Any] | None = None, weight_decay: float = 0.01,
+                 device: str | torch.device = "cpu", **training_options: Any) -> pd.DataFrame:
+    """Train and test accuracy of each model trained on each LSI subset, for each seed (Figs. 8-9, App. J).
+
+    For every seed, :func:`lsi_subsets` splits the samples by per-class order of ``scores`` into
+    ``low``, ``mid`` and ``high`` thirds, plus a ``random`` subset of the same size drawn with that
+    seed. Each model in ``models`` is trained on each subset:
+
+    * ``"probe"``: the linear probe on ``features`` at its exact optimum (:func:`probe_accuracy`,
+      ``weight_decay``); it has no random state, so on low/mid/high every seed gives the same numbers;
+    * any :mod:`lsi.networks` name: that network on ``pixels`` (:func:`lsi.networks.train_and_evaluate`,
+      built and batched from the seed, width ``widths[name]`` if given, ``weight_decay`` and the
+      ``training_options``: ``epochs``, ``batch_size``, ``lr``, ``momentum``).
+
+    Train accuracy is measured on the subset itself (the learnability of the subset), test accuracy
+    on ``test_features`` / ``test_pixels``. Returns one row per model, subset and seed: ``model,
+    subset, seed, n, train_accuracy, test_accuracy, gap`` (train minus test) and ``wall_time_s``.
+    """
+    labels, test_labels = np.asarray(labels), np.asarray(test_labels)
+    n_classes, widths, rows = int(max(labels.max(), test_labels.max())) + 1, dict(widths or {}), []
+    for seed in seeds:
+        for subset, positions in lsi_subsets(scores, labels, seed=seed).items():
+            for model in models:
+                rows.append({"model": model, "subset": subset, "seed": seed, "n": len(positions),
+                             **_train_one(model, positions, labels, features, pixels, test_features, test_pixels,
+                                          test_labels, n_classes=n_classes, seed=seed, width=widths.get(model),
+                                          weight_decay=weight_decay, device=device, **training_options)})
+    table = pd.DataFrame(rows)
+    return table.assign(gap=table["train_accuracy"] - table["test_accuracy"])
+
+
+def _train_one(model: str, positions: np.ndarray, labels: np.ndarray, features: Any, pixels: Any,
+               test_features: Any, test_pixels: Any, test_labels: np.ndarray, *, n_classes: int, seed: int,
+               width: Any, weight_decay: float, device: str | torch.device, **training_options: Any) -> dict:
+    """One row of :func:`learnability`: the probe on features, or a network on pixels."""
+    if model == "probe":
+        start = time.perf_counter()
+        found = probe_accuracy(np.asarray(features)[positions], labels[positions], test_features, test_labels,
+                               weight_decay=weight_decay, n_classes=n_classes)
+        return {"train_accuracy": found["train_accuracy"], "test_accuracy": found["test_accuracy"],
+                "wall_time_s": time.perf_counter() - start}
+    return networks.train_and_evaluate(model, np.asarray(pixels)[positions], labels[positions], test_pixels,
+                                       test_labels, n_classes=n_classes, width=width, seed=seed,
+                                       weight_decay=weight_decay, device=device, **training_options)
+
+
+def by_subset(runs: pd.DataFrame, model: str, column: str) -> dict[str, np.ndarray]:
+    """``column`` of ``model``'s rows of a :func:`learnability` table per subset (one value per seed, in
+    seed order), subsets in the order of :data:`SUBSETS`."""
+    rows = runs[runs["model"] == model].sort_values("seed")
+    if rows.empty:
+        raise ValueError(f"model={model!r} has no runs; the table holds {sorted(runs['model'].unique())}.")
+    return {subset: rows.loc[rows["subset"] == subset, column].to_numpy(float) for subset in SUBSETS}
+
+
+def seed_intervals(runs: pd.DataFrame, columns: Sequence[str] = ("train_accuracy", "test_accuracy", "gap"), *,
+                   seed: int = 0) -> pd.DataFrame:
+    """Median over the seeds of each ``column`` per model and subset, with its percentile-bootstrap interval
+    (:func:`median_intervals`): columns ``model, subset, metric, n, median, low, high``."""
+    parts = []
+    for model in runs["model"].unique():
+        for column in columns:
+            found = median_intervals(by_subset(runs, model, column), seed=seed).rename(columns={"group": "subset"})
+            parts.append(found.assign(model=model, metric=column))
+    return pd.concat(parts, ignore_index=True)[["model", "subset", "metric", "n", "median", "low", "high"]]
+
+
+def learnability_cost(models: Sequence[str], *, widths: Mapping[str, Any] | None = None, n_subset: int,
+                      n_test: int, epochs: int, runs: int, tflops: float) -> pd.DataFrame:
+    """Floating-point cost of :func:`learnability`'s network trainings, and the time at ``tflops``.
+
+    Per run: ``epochs`` passes over ``n_subset`` images at about three forward passes each (forward
+    and a backward of twice its cost), then one forward pass over the ``n_subset`` training and the
+    ``n_test`` test images: ``F (3 epochs n_subset + n_subset + n_test)`` with ``F`` the network's
+    :func:`lsi.networks.forward_flops`; ``runs`` runs per model (subsets x seeds). The probe's cost is
+    negligible beside them and not counted. Columns ``forward_gflop, total_pflop, hours``.
+    """
+    widths, rows = dict(widths or {}), {}
+    for model in models:
+        forward = networks.forward_flops(networks.build(model, width=widths.get(model), device="meta"))
+        total = forward * (3 * epochs * n_subset + n_subset + n_test) * runs
+        rows[model] = {"forward_gflop": forward / 1e9, "total_pflop": total / 1e15,
+                       "hours": total / (tflops * 1e12) / 3600}
+    return pd.DataFrame(rows).T.rename_axis("model")

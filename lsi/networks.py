@@ -20,6 +20,7 @@ per-sample group normalisation instead (see :func:`resnet9`).
 from __future__ import annotations
 
 import math
+import time
 from copy import deepcopy
 from typing import Callable, Sequence
 
@@ -257,6 +258,32 @@ def train(net: Network, inputs: Tensor, labels: Tensor, *, epochs: int, lr: floa
             nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
             optimizer.step()
     return model
+
+
+def train_and_evaluate(name: str, train_inputs, train_labels, test_inputs, test_labels, *, n_classes: int = 10,
+                       width: int | Sequence[int] | None = None, seed: int = 0, epochs: int,
+                       batch_size: int | None = None, lr: float = PAPER["lr"], momentum: float = PAPER["momentum"],
+                       weight_decay: float = PAPER["weight_decay"], device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Build network ``name`` from ``seed`` (:func:`build`), :func:`train` it on the training images and
+    return its accuracy on them (the learnability of the set) and on the test images.
+
+    Images come as arrays of shape ``(n, 3, 32, 32)`` or flattened channels-first ``(n, 3072)`` (as the
+    ``pixels`` extractor gives them); ``seed`` also orders the mini-batches. Returns ``train_accuracy``,
+    ``test_accuracy`` and ``wall_time_s`` (build, training and both evaluations).
+    """
+    start = time.perf_counter()
+
+    def tensors(inputs, labels) -> tuple[Tensor, Tensor]:
+        x = torch.as_tensor(inputs, dtype=dtype, device=device).reshape(-1, *IMAGE_SHAPE)
+        return x, torch.as_tensor(labels, dtype=torch.long, device=device)
+
+    (X, y), (Xt, yt) = tensors(train_inputs, train_labels), tensors(test_inputs, test_labels)
+    net = build(name, n_classes=n_classes, width=width, seed=seed, device=device, dtype=dtype)
+    net = train(net, X, y, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                batch_size=batch_size, seed=seed)
+    return {"train_accuracy": accuracy(net, X, y), "test_accuracy": accuracy(net, Xt, yt),
+            "wall_time_s": time.perf_counter() - start}
 
 
 @torch.no_grad()

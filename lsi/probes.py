@@ -87,6 +87,11 @@ class Probe:
             return (self.ce(t[None], X, Y)[0] * wb).sum()
         return vmap(grad(weighted))(theta, w)
 
+    def grad_and_ggn_diag(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor):
+        """:meth:`grad`, and a function ``rows -> ggn_diag(theta[rows], X, w[rows])`` at the same parameters
+        (a boolean mask over the batch, called once); probes with closed forms reuse the pass's softmax outputs."""
+        return self.grad(theta, X, Y, w), lambda rows: self.ggn_diag(theta[rows], X, w[rows])
+
     # --- curvature (generic, single model) ---------------------------------------
     def _jacobian(self, theta: Tensor, X: Tensor) -> Tensor:
         """Per-sample Jacobians of the logits, ``(n, C, K)``."""
@@ -205,6 +210,25 @@ class LinearProbe(Probe):
         onehot = torch.nn.functional.one_hot(Y, self.n_classes).to(Z.dtype)[:, :, None]
         R = _softmax_residual(Z, onehot, w.T[:, None, :].contiguous())
         return self._unfold(Xa.T @ R.view(len(X), -1), len(theta))
+
+    def grad_and_ggn_diag(self, theta, X, Y, w):
+        """One forward GEMM for both: ``R = w (P - onehot)`` gives the gradient, and the kept ``P`` gives
+        ``sum_j w_bj [x_j, 1]^2 (p_bj - p_bj^2)`` for a boolean mask ``rows`` of the models with one more GEMM
+        (called once: with every model, it overwrites ``P``)."""
+        Xa = _augment(X)
+        P = self._probabilities_ncb(theta, Xa)
+        weights = w.T[:, None, :]
+        onehot = torch.nn.functional.one_hot(Y, self.n_classes).to(P.dtype)[:, :, None]
+        R = torch.sub(P, onehot).mul_(weights)
+        g = self._unfold(Xa.T @ R.view(len(X), -1), len(theta))
+        del R
+
+        def ggn_diag(rows):
+            every = bool(rows.all())                 # then P itself is overwritten: it is not needed again
+            Q = P if every else P[:, :, rows]
+            Q = Q.addcmul_(Q, Q, value=-1).mul_(weights if every else weights[:, :, rows])
+            return self._unfold((Xa * Xa).T @ Q.view(len(X), -1), Q.shape[2])
+        return g, ggn_diag
 
     def ggn_diag(self, theta, X, w):
         Xa = _augment(X)

@@ -82,28 +82,47 @@ def chunk_size(bytes_per_sample: int, memory_budget: str | int, limit: int = MAX
     return models_per_chunk(int(bytes_per_sample), parse_bytes(memory_budget), limit)
 
 
+Executor = Callable[[Callable[[np.ndarray, Any], pd.DataFrame], list[np.ndarray], Any],
+                    Iterable[tuple[np.ndarray, pd.DataFrame]]]
+"""Scores pending chunks: ``executor(score, chunks, bar)`` yields ``(chunk, table)`` as each finishes,
+in any order (:func:`serial` here, :class:`lsi.distributed.RayExecutor` on a cluster)."""
+
+
+def serial(score: Callable[[np.ndarray, Any], pd.DataFrame], pending: list[np.ndarray],
+           bar: Any) -> Iterable[tuple[np.ndarray, pd.DataFrame]]:
+    """The default :data:`Executor`: score the chunks here, one after another, advancing ``bar`` within each."""
+    for chunk in pending:
+        yield chunk, score(chunk, bar)
+
+
 def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame], *, size: int,
         identity: dict, checkpoint: str | Path | None = None, progress: bool = True,
-        desc: str = "", unit: str = "sample") -> pd.DataFrame:
+        desc: str = "", unit: str = "sample", executor: Executor | None = None) -> pd.DataFrame:
     """Score ``positions`` chunk by chunk; with ``checkpoint``, store and resume chunks.
 
     ``score(chunk, bar)`` returns one row per position, with an ``index``
     column; it may advance the progress ``bar`` within a chunk (fractions of a
     sample), which the runner sets to the samples done after each chunk.
     The chunk boundaries depend only on ``positions`` and ``size``, so a rerun
-    with the same arguments finds the chunks it finished.
+    with the same arguments finds the chunks it finished. ``executor`` scores
+    the chunks the store lacks (default :func:`serial`); each is stored as it
+    arrives, so the table is the same whichever executor ran it.
     """
     store = ChunkStore(checkpoint, identity) if checkpoint is not None else None
-    tables, done = [], 0
+    tables, pending, done = [], [], 0
     bar = tqdm(total=len(positions), disable=not progress, unit=unit, desc=desc)
     try:
         for chunk in chunks(positions, size):
             if store is not None and store.has(chunk):
                 tables.append(store.get(chunk))
+                done += len(chunk)
             else:
-                tables.append(score(chunk, bar))
-                if store is not None:
-                    store.put(chunk, tables[-1])
+                pending.append(chunk)
+        bar.n = done
+        for chunk, table in (executor or serial)(score, pending, bar):
+            tables.append(table)
+            if store is not None:
+                store.put(chunk, table)
             done += len(chunk)
             bar.n = done
             bar.refresh()

@@ -149,8 +149,9 @@ def fit_optimum(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, *, weight_dec
 class LeaveOneOut:
     """Leave-one-out solutions ``theta_{D\\i} = theta_D + delta`` for a chunk of samples."""
 
-    delta: Tensor        #: (B, K) parameter change from the full-data optimum
-    grad_norm: Tensor    #: (B,) gradient norm of the LOO objective at the solution
+    delta: Tensor                #: (B, K) parameter change from the full-data optimum
+    grad_norm: Tensor            #: (B,) gradient norm of the LOO objective at the solution
+    ggn_diag: Tensor | None = None  #: (B, K) diagonal GGN of the kept samples at the solution, if asked for
 
 
 def loo_weights(n: int, excluded: Tensor, *, dtype, device) -> Tensor:
@@ -165,64 +166,105 @@ class LeaveOneOutHessian:
 
     In mean form, with ``m = n - 1`` for every i,
 
-        H_{D\\i} = M - U_i U_i^T / m,    M = (1/m) sum_j H_j + lambda I,
+        H_{D\\i} = M - U_i U_i^T / m,    M = (1/m) sum_j H_j + lambda I = L L^T,
 
     where ``U_i U_i^T = GGN_i`` (the sample's own curvature; its exact Hessian
-    for the linear probe). ``M`` is factorised once; each sample costs a
-    ``C x C`` solve: ``H_{D\\i}^-1 v = M^-1 v + M^-1 U (m I - U^T M^-1 U)^-1 U^T M^-1 v``.
+    for the linear probe). ``M`` is factorised once; with ``V_i = L^-1 U_i``
+    (one blocked triangular solve over all ``B C`` columns of the chunk) and the
+    ``C x C`` Cholesky factor ``R_i R_i^T = m I - V_i^T V_i``,
+
+        H_{D\\i}^-1 v = L^-T (y + V_i (R_i R_i^T)^-1 V_i^T y),    y = L^-1 v,
+
+    two triangular solves over all right-hand sides at once, whatever ``C``.
     """
 
     def __init__(self, probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, excluded: Tensor):
         self.factor, self.m = factor, len(X) - 1
         U = probe.sample_ggn_factor(theta_D, X[excluded])                # (B, K, C)
-        self.MU = torch.cholesky_solve(U.transpose(0, 1).reshape(U.shape[1], -1), factor).view(
-            U.shape[1], len(U), -1).transpose(0, 1)                        # (B, K, C)
-        eye = torch.eye(U.shape[2], dtype=U.dtype, device=U.device)
-        self.core = torch.linalg.cholesky(self.m * eye - U.transpose(1, 2) @ self.MU)
-        self.U = U
+        B, K, C = U.shape
+        V = torch.linalg.solve_triangular(factor, U.permute(1, 0, 2).reshape(K, B * C), upper=False)
+        self.V = V.view(K, B, C).permute(1, 0, 2)                        # (B, K, C), a view
+        eye = torch.eye(C, dtype=U.dtype, device=U.device)
+        self.core = torch.linalg.cholesky(self.m * eye - self.V.transpose(1, 2) @ self.V)
 
     def solve(self, g: Tensor, rows: Tensor) -> Tensor:
         """``H_{D\\i}^-1 g`` for the samples ``rows`` of the chunk, one row of ``g`` each."""
-        y = torch.cholesky_solve(g.T, self.factor).T
-        z = torch.cholesky_solve(self.U[rows].transpose(1, 2) @ y[..., None], self.core[rows])
-        return y + (self.MU[rows] @ z)[..., 0]
+        y = torch.linalg.solve_triangular(self.factor, g.T, upper=False).T             # (r, K)
+        V = self.V[rows]
+        z = torch.cholesky_solve(V.transpose(1, 2) @ y[..., None], self.core[rows])
+        return torch.linalg.solve_triangular(self.factor, y + (V @ z)[..., 0], upper=False, left=False)
+
+
+def gradient_at_optimum(probe: Probe, theta_D: Tensor, X: Tensor, Y: Tensor, excluded: Tensor,
+                        weight_decay: float) -> Tensor:
+    """``grad L_{D\\i}(theta_D) = (sum_j grad CE_j - grad CE_i) / m + lambda theta_D`` for every excluded i, ``(B, K)``.
+
+    One pass over the data for the shared sum, then per-sample gradients: the
+    leave-one-out models' first gradients cost no pass of their own.
+    """
+    total = probe.grad(theta_D[None], X, Y, X.new_ones(1, len(X)))
+    own = probe.per_sample_grads(theta_D, X[excluded], Y[excluded])
+    return (total - own) / (len(X) - 1) + weight_decay * theta_D
+
+
+def objective_grad_and_ggn(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, weight_decay: float):
+    """``grad L_b(theta_b)`` as :func:`objective_grad`, and ``rows -> ggn_diag`` at the same parameters
+    for the models ``rows`` (a probe that can reuses the pass's softmax outputs)."""
+    g, ggn_diag = probe.grad_and_ggn_diag(theta, X, Y, w)
+    return g / w.sum(1, keepdim=True) + weight_decay * theta, ggn_diag
 
 
 def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, Y: Tensor,
                         excluded: Tensor, *, weight_decay: float, tol: float = 1e-10,
-                        chord_iter: int = 8, max_iter: int = 50) -> LeaveOneOut:
+                        chord_iter: int = 60, contraction: float = 0.5, max_iter: int = 50,
+                        ggn_diag: bool = False) -> LeaveOneOut:
     """Newton-type iterations ``delta <- delta - H_{D\\i}(theta_D)^-1 grad L_{D\\i}(theta_D + delta)``.
 
     ``factor`` is the Cholesky factor of ``M`` (see :class:`LeaveOneOutHessian`).
+    The first step uses the gradient at ``theta_D`` in closed form
+    (:func:`gradient_at_optimum`); every later one costs one pass over the data
+    for all models of the chunk at once (two GEMMs), which also verifies the
+    previous step: a sample leaves the batch once its gradient norm is ``<= tol``.
     The Hessian is frozen at ``theta_D`` (a chord method), which converges fast
-    when ``theta_{D\\i}`` is close to ``theta_D``; converged samples leave the
-    batch. A sample still unconverged after ``chord_iter`` iterations (one that
-    moves the optimum far, typical of small data sets) continues with exact,
-    damped Newton steps on its own Hessian (from ``theta_D`` again if the chord
-    iterations increased its objective, which can happen for a non-convex probe).
+    when ``theta_{D\\i}`` is close to ``theta_D`` (gradient norms fall by ~1/n per
+    step) and linearly when it is not (n < K: by 0.3 to 0.5 per step for the
+    samples that move it most, each step still ~1/K of a dense Newton step's cost).
+    A sample whose last step shrank its gradient norm by less than ``contraction``,
+    or still unconverged after ``chord_iter`` steps, continues with exact, damped
+    Newton steps on its own Hessian (from ``theta_D`` again if the chord
+    iterations increased its objective, which can happen for a non-convex probe). With ``ggn_diag``, the diagonal GGN of each
+    model's kept samples at its solution comes from the pass that verified it.
     """
     n, B = len(X), len(excluded)
     hessian = LeaveOneOutHessian(probe, theta_D, factor, X, excluded)
     w = loo_weights(n, excluded, dtype=theta_D.dtype, device=theta_D.device)
     delta = torch.zeros(B, len(theta_D), dtype=theta_D.dtype, device=theta_D.device)
     norms = torch.full((B,), float("inf"), dtype=theta_D.dtype, device=theta_D.device)
-    active = torch.arange(B, device=theta_D.device)
-    for iteration in range(chord_iter + 1):
-        g = objective_grad(probe, theta_D + delta[active], X, Y, w[active], weight_decay)
+    ggn = torch.zeros_like(delta) if ggn_diag else None
+    active, stalled = torch.arange(B, device=theta_D.device), []
+    g = gradient_at_optimum(probe, theta_D, X, Y, excluded, weight_decay)
+    for _ in range(chord_iter):
+        delta[active] -= hessian.solve(g, active)
+        previous = g.norm(dim=1)
+        g, ggn_at = objective_grad_and_ggn(probe, theta_D + delta[active], X, Y, w[active], weight_decay)
         norms[active] = g.norm(dim=1)
-        keep = norms[active] > tol
-        active, g = active[keep], g[keep]
+        done = norms[active] <= tol
+        if ggn is not None and bool(done.any()):
+            ggn[active[done]] = ggn_at(done)
+        slow = ~done & (norms[active] > contraction * previous)
+        stalled += active[slow].tolist()
+        active, g = active[~done & ~slow], g[~done & ~slow]
         if len(active) == 0:
-            return LeaveOneOut(delta, norms)
-        if iteration < chord_iter:
-            delta[active] -= hessian.solve(g, active)
-    for row in active.tolist():
+            break
+    for row in stalled + active.tolist():
         start = delta[row]
         if _objective(probe, theta_D + start, X, Y, w[row], weight_decay) > _objective(probe, theta_D, X, Y, w[row],
                                                                                        weight_decay):
             start = torch.zeros_like(start)  # the chord iterations went uphill (non-convex probe): restart at theta_D
         delta[row], norms[row] = _newton(probe, theta_D, start, X, Y, w[row], weight_decay, tol, max_iter)
-    return LeaveOneOut(delta, norms)
+        if ggn is not None:
+            ggn[row] = probe.ggn_diag((theta_D + delta[row])[None], X, w[row][None])[0]
+    return LeaveOneOut(delta, norms, ggn)
 
 
 def _newton(probe: Probe, theta_D: Tensor, delta: Tensor, X: Tensor, Y: Tensor, w: Tensor,

@@ -110,6 +110,21 @@ def test_exceeds_uses_the_noise_of_repeats():
     assert verdict.status == "no" and "lowest first is not above random" in verdict.detail
 
 
+def test_best_compares_the_group_with_every_other():
+    test = {"low": [0.60, 0.61, 0.62], "mid": [0.70, 0.71, 0.72], "high": [0.50, 0.52, 0.51]}
+    assert claims.best(test, "mid", what="test accuracy").status == "yes"
+    close = claims.best({**test, "high": [0.69, 0.73, 0.70]}, "mid", what="test accuracy")
+    assert close.status == "partly" and "high (0.707)" in close.detail and "low" not in close.detail
+    beaten = claims.best(test, "low", what="test accuracy")
+    assert beaten.status == "no" and beaten.detail.endswith(": mid 0.71 vs low 0.61")
+    gaps = {"low": [0.30, 0.31, 0.32], "mid": [0.05, 0.06, 0.04], "high": [0.10, 0.12, 0.11]}
+    assert claims.best(gaps, "mid", lower=True, what="gap").status == "yes"
+    assert "lowest gap" in claims.best(gaps, "low", lower=True, what="gap").detail
+    assert claims.best({"a": [1.0, 1.0], "b": [1.0, 1.0]}, "a").status == "no"  # a tie is not a win
+    with pytest.raises(ValueError, match="among at least two groups"):
+        claims.best({"mid": [1.0]}, "mid")
+
+
 def test_more_concentrated_on_both_sides():
     rng = np.random.default_rng(4)
     narrow, wide = rng.lognormal(0, 0.2, 400), rng.lognormal(0, 1.0, 400)

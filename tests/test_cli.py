@@ -5,7 +5,7 @@ import pytest
 
 import lsi
 from core_data import blobs
-from lsi.cli import main
+from lsi.cli import build_parser, main
 
 
 @pytest.fixture
@@ -119,6 +119,18 @@ def test_unknown_choice_is_rejected_by_the_parser(features_file, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         _run("compute", "--features", features_file, "--out", tmp_path / "R.parquet", "--solver", "magic")
     assert exit_info.value.code == 2
+
+
+def test_every_solver_of_the_package_is_a_choice(features_file, tmp_path):
+    from lsi.enums import Solver
+
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--features", features_file, "--out", out, "--quiet", "--solver", "warm-start",
+                "--epochs", "30") == 0
+    assert lsi.load_table(out).attrs["lsi"]["options"]["solver"] == "warm-start"
+    parse = build_parser().parse_args
+    assert [parse(["compute", "--dataset", "digits", "--out", "o", "--solver", s.value]).solver for s in Solver] \
+        == [s.value for s in Solver]
 
 
 def test_missing_and_unreadable_files(tmp_path, capsys):

@@ -124,6 +124,62 @@ def test_lsi_subsets_are_equal_stratified_thirds_by_class_order():
         experiments.lsi_subsets(scores[:-1], labels)
 
 
+def _learnability_data(n: int = 60, n_test: int = 30, n_classes: int = 3):
+    """Scores, labels, 5-d features and flattened 32 px pixels of ``n`` training and ``n_test`` test samples."""
+    rng = np.random.default_rng(7)
+    labels, test_labels = np.arange(n) % n_classes, np.arange(n_test) % n_classes
+    features = rng.normal(size=(n, 5)) + labels[:, None]
+    test_features = rng.normal(size=(n_test, 5)) + test_labels[:, None]
+    return dict(scores=rng.permutation(n).astype(float), labels=labels, features=features,
+                pixels=rng.uniform(size=(n, 3072)), test_features=test_features,
+                test_pixels=rng.uniform(size=(n_test, 3072)), test_labels=test_labels)
+
+
+LEARN = dict(models=["probe", "small_cnn"], widths={"small_cnn": (2, 2, 2)}, epochs=2, batch_size=8, lr=0.01)
+
+
+def test_learnability_equals_a_loop_over_subsets_models_and_seeds():
+    data = _learnability_data()
+    runs = experiments.learnability(**data, seeds=[0, 1], **LEARN)
+    assert len(runs) == 2 * 4 * 2 and set(runs["n"]) == {18}
+    np.testing.assert_allclose(runs["gap"], runs["train_accuracy"] - runs["test_accuracy"])
+    for seed in (0, 1):  # the independent check: each model trained on its own
+        parts = experiments.lsi_subsets(data["scores"], data["labels"], seed=seed)
+        for subset, p in parts.items():
+            row = runs.set_index(["model", "subset", "seed"]).loc[("small_cnn", subset, seed)]
+            alone = lsi.networks.train_and_evaluate("small_cnn", data["pixels"][p], data["labels"][p],
+                                                    data["test_pixels"], data["test_labels"], n_classes=3,
+                                                    width=(2, 2, 2), seed=seed, epochs=2, batch_size=8, lr=0.01)
+            probe = experiments.probe_accuracy(data["features"][p], data["labels"][p], data["test_features"],
+                                               data["test_labels"])
+            assert (row["train_accuracy"], row["test_accuracy"]) == (alone["train_accuracy"], alone["test_accuracy"])
+            probe_row = runs.set_index(["model", "subset", "seed"]).loc[("probe", subset, seed)]
+            assert (probe_row["train_accuracy"], probe_row["test_accuracy"]) == (probe["train_accuracy"],
+                                                                                 probe["test_accuracy"])
+
+
+def test_seed_intervals_and_by_subset_summarise_the_seeds():
+    runs = pd.DataFrame([{"model": m, "subset": s, "seed": seed, "train_accuracy": 0.1 * seed + i,
+                          "test_accuracy": 0.5, "gap": 0.1 * seed + i - 0.5}
+                         for m in ("probe", "mlp") for i, s in enumerate(experiments.SUBSETS) for seed in (0, 1, 2)])
+    assert experiments.by_subset(runs, "mlp", "train_accuracy")["mid"].tolist() == [1.0, 1.1, 1.2]
+    table = experiments.seed_intervals(runs)
+    assert len(table) == 2 * 3 * 4
+    high = table.set_index(["model", "metric", "subset"]).loc[("probe", "train_accuracy", "high")]
+    assert high["median"] == pytest.approx(2.1) and high["low"] <= 2.1 <= high["high"] and high["n"] == 3
+    with pytest.raises(ValueError, match="no runs"):
+        experiments.by_subset(runs, "resnet9", "gap")
+
+
+def test_learnability_cost_counts_the_small_cnn_by_hand():
+    forward = 2 * (16 * 32 * 32 * 27 + 32 * 16 * 16 * 144 + 64 * 8 * 8 * 288 + 10 * 1024)  # three convs and the head
+    cost = experiments.learnability_cost(["small_cnn"], n_subset=100, n_test=50, epochs=2, runs=3, tflops=2.0)
+    total = forward * (3 * 2 * 100 + 100 + 50) * 3
+    assert cost.loc["small_cnn", "forward_gflop"] == pytest.approx(forward / 1e9, rel=1e-12)
+    assert cost.loc["small_cnn", "total_pflop"] == pytest.approx(total / 1e15, rel=1e-12)
+    assert cost.loc["small_cnn", "hours"] == pytest.approx(total / 2e12 / 3600, rel=1e-12)
+
+
 def test_score_probes_reports_why_a_tier_does_not_apply():
     """A GELU MLP with more parameters (2,410) than samples (40) on noise: the converged tier cannot certify
     its optimum, so score_probes returns the solver's reason for it and the linear probe's scores as they are."""
@@ -173,3 +229,12 @@ def test_rankings_over_training_against_hand_values():
     assert agreement.loc[2, "median relative difference"] == pytest.approx(0.0)  # |1-1|, |2-2|, |3-3|, |5-4|/4
     with pytest.raises(ValueError, match="no LSI for samples"):
         experiments.rankings_over_training(table, reference.iloc[:2])
+
+
+def test_lsi_with_notes_returns_the_warm_start_warning_as_a_note():
+    X, y = blobs(40, 3, 2, seed=6)
+    options = dict(probe="mlp", hidden=4, indices=np.arange(3), epochs=2, tol=1e-12, progress=False)
+    table, notes = experiments.lsi_with_notes(X, y, solver="warm-start", **options)
+    assert len(table) == 3 and len(notes) == 1 and "stopped at gradient norm" in notes[0]
+    quiet, none = experiments.lsi_with_notes(X, y, solver="gd", **options)
+    assert none == [] and len(quiet) == 3

@@ -77,6 +77,18 @@ def test_unknown_network_lists_the_valid_ones():
         networks.build("small_cnn", width=(4, 8))
 
 
+def test_train_and_evaluate_is_build_train_and_accuracy_on_flat_or_shaped_images():
+    X, y = _images(24)
+    Xt, yt = _images(12, seed=1)
+    found = networks.train_and_evaluate("small_cnn", X.reshape(24, -1).numpy(), y.numpy(), Xt, yt, n_classes=3,
+                                        width=(2, 2, 2), seed=3, epochs=3, batch_size=5, dtype=torch.float64, **HYPER)
+    net = networks.train(networks.build("small_cnn", n_classes=3, width=(2, 2, 2), seed=3), X, y, epochs=3,
+                         batch_size=5, seed=3, **HYPER)
+    assert found["train_accuracy"] == networks.accuracy(net, X, y)
+    assert found["test_accuracy"] == networks.accuracy(net, Xt, yt)
+    assert found["wall_time_s"] > 0
+
+
 def test_batched_leave_one_out_training_equals_the_per_model_loop():
     """vmap over stacked CNN weights, one weight mask per model, against one torch.optim copy per sample."""
     X, y = _images(10)

@@ -34,6 +34,24 @@ def test_run_chunks_stores_and_resumes(tmp_path):
         runner.run(positions, _score(calls), size=3, identity={**identity, "data_sha256": "y"}, checkpoint=tmp_path)
 
 
+def test_an_executor_gets_only_the_missing_chunks_and_may_finish_them_in_any_order(tmp_path):
+    positions, identity = np.arange(10), {"measure": "test", "data_sha256": "x"}
+    runner.run(positions[:3], _score([]), size=3, identity=identity, checkpoint=tmp_path, progress=False)
+    handed = []
+
+    def backwards(score, pending, bar):  # a cluster returns chunks as they finish: here last first
+        handed.extend(list(chunk) for chunk in pending)
+        for chunk in reversed(pending):
+            yield chunk, score(chunk, None)
+
+    table = runner.run(positions, _score([]), size=3, identity=identity, checkpoint=tmp_path, progress=False,
+                       executor=backwards)
+    assert handed == [[3, 4, 5], [6, 7, 8], [9]]
+    pd.testing.assert_frame_equal(table, runner.run(positions, _score([]), size=3, identity=identity, progress=False))
+    assert sorted(p.name for p in tmp_path.glob("chunk-*")) == [
+        f"chunk-{a:09d}-{b:09d}.parquet" for a, b in ((0, 2), (3, 5), (6, 8), (9, 9))]
+
+
 def test_chunk_size_follows_the_budget():
     assert runner.chunk_size(1000, "10KiB") == 10
     assert runner.chunk_size(1000, 10) == 1          # at least one

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("compute", "compare", "merge", "features", "book")
+COMMANDS = ("compute", "compare", "merge", "features", "book", "published")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,9 +6,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lsi.api import compute_lsi
 from lsi.defaults import LSI, PAPER, SUI
+from lsi.enums import DType, Hessian, Probe, Solver
 from lsi.probes import ACTIVATIONS
 from lsi.results import save_table
 
@@ -34,7 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--measure", choices=["lsi", "sui"], default="lsi", help="which measure to compute")
     parser.add_argument("--l2", type=float, default=SUI["cli_l2"],
                         help="SUI only: L2 regularisation of the linearised network (needed when the kernel is singular)")
-    parser.add_argument("--probe", choices=["linear", "mlp"], default=DEFAULTS["probe"])
+    parser.add_argument("--probe", choices=_values(Probe), default=DEFAULTS["probe"])
     parser.add_argument("--hidden", type=int, default=DEFAULTS["hidden"], help="MLP hidden width")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default=DEFAULTS["activation"],
                         help="MLP hidden activation; relu (the paper's) needs --solver gd, gelu/softplus also "
@@ -43,18 +45,31 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
     parser.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    parser.add_argument("--solver", choices=["gd", "converged", "newton-step"], default=DEFAULTS["solver"],
-                        help="gd: the paper's training; converged: exact LOO optima; newton-step: screening")
-    parser.add_argument("--hessian", choices=["diag", "kfac", "full"], default=DEFAULTS["hessian"])
+    parser.add_argument("--solver", choices=_values(Solver), default=DEFAULTS["solver"],
+                        help="gd: the paper's training; converged: exact LOO optima; newton-step: screening; "
+                             "warm-start: first-order converged for networks")
+    parser.add_argument("--hessian", choices=_values(Hessian), default=DEFAULTS["hessian"])
     parser.add_argument("--prior-precision", type=float, default=None,
                         help="fixed prior precision (authors' code: 1.0); default m * weight decay")
     parser.add_argument("--indices", help="score only positions a:b (shard the work; join with lsi merge)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default=DEFAULTS["dtype"])
+    parser.add_argument("--dtype", choices=_values(DType), default=DEFAULTS["dtype"])
     parser.add_argument("--memory-budget", default=DEFAULTS["memory_budget"], help="memory for one chunk of LOO models")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="spread the chunks over a Ray cluster at ADDRESS (host:port; auto: the one "
+                             "'ray start' runs here; ray://...); without ADDRESS start a new local one. Finished "
+                             "chunks are kept in OUT.parts, so rerunning the command reuses them")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads of this process and, with --ray, of each task (default: torch's; "
+                             "1 with --ray). A table is bit-identical to another run's at the same thread count")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def _values(choices) -> list[str]:
+    """The accepted spellings of an option: the values of its :mod:`lsi.enums` enum."""
+    return [choice.value for choice in choices]
 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -86,10 +101,24 @@ def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     return fs.features, fs.labels, fs.ids, fs.meta
 
 
+def executor(args):
+    """The chunks' executor: ``None`` (here, one after another) or a Ray one; sets this process's threads."""
+    threads = args.threads if args.threads is not None else (1 if args.ray is not None else None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads {threads}: must be at least 1.")
+        torch.set_num_threads(threads)
+    if args.ray is None:
+        return None
+    from lsi.distributed import RayExecutor
+    return RayExecutor(args.ray or None, threads=threads, device=args.device)
+
+
 def run(args) -> int:
+    chunks = executor(args)  # first: the thread count also governs feature extraction
     X, y, ids, source = load_inputs(args)
     common = dict(indices=args.indices, seed=args.seed, device=args.device, dtype=args.dtype,
-                  progress=not args.quiet, ids=ids)
+                  progress=not args.quiet, ids=ids, executor=chunks)
     checkpoint = args.out.with_name(args.out.name + ".parts")
     if args.measure == "sui":
         from lsi.sui import compute_sui_features
@@ -102,6 +131,8 @@ def run(args) -> int:
                             weight_decay=args.weight_decay, prior_precision=args.prior_precision,
                             memory_budget=args.memory_budget, checkpoint=checkpoint, **common)
     table.attrs["lsi"]["data"] = source
+    table.attrs["lsi"]["execution"] = {"threads": torch.get_num_threads(),
+                                       "ray": None if args.ray is None else (args.ray or "local")}
     save_table(table, args.out)
     shutil.rmtree(checkpoint, ignore_errors=True)
     print(f"wrote {len(table)} rows to {args.out}")

@@ -140,7 +140,8 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
                 projection: str = "gaussian", indices: Any = None, seed: int = SUI["seed"], device: str = SUI["device"],
                 dtype: str = SUI["dtype"], batch_size: int = SUI["batch_size"],
                 memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
-                checkpoint: str | None = None, progress: bool = True, ids: Any = None) -> pd.DataFrame:
+                checkpoint: str | None = None, progress: bool = True, ids: Any = None,
+                executor: runner.Executor | None = None) -> pd.DataFrame:
     """Smooth unique information (Harutyunyan et al., ICLR 2021) of each training sample.
 
     The network is linearised around its weights ``w0`` and trained with
@@ -176,7 +177,8 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
             in a seeded random subspace of this dimension, ``"gaussian"`` or
             ``"sparse"`` (CountSketch) (large models; :mod:`lsi.sui.linearize`).
         indices: which samples to score (all by default); ``checkpoint``: a
-            folder where finished chunks are kept so a killed run resumes.
+            folder where finished chunks are kept so a killed run resumes;
+            ``executor``: who scores the chunks (:func:`lsi.runner.run`).
         memory_budget, chunk_size: samples per chunk follow from the memory
             budget (:mod:`lsi.runner`, shared with :func:`lsi.compute_lsi`);
             ``chunk_size`` fixes the number instead.
@@ -264,7 +266,7 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
 
     size = chunk_size or runner.chunk_size(fit.bytes_per_sample(), memory_budget)
     result = runner.run(positions, score, size=size, identity=identity, checkpoint=checkpoint,
-                        progress=progress, desc="SUI")
+                        progress=progress, desc="SUI", executor=executor)
     result.attrs["lsi"] = runner.provenance(
         device, identity=identity,
         options={**options, "device": str(device), "memory_budget": memory_budget, "chunk_size": size,

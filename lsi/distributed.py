@@ -1,0 +1,95 @@
+"""Spread a run's chunks over a Ray cluster: :class:`RayExecutor`.
+
+:func:`lsi.runner.run` splits the requested samples into chunks (boundaries
+from the positions and the memory budget only) and hands the chunks that its
+:class:`~lsi.results.ChunkStore` lacks to an *executor*. This one sends each
+chunk to a Ray task. The process that calls :func:`lsi.compute_lsi` (the
+*driver*) builds the scoring engine once (full-data fit, its Hessian factor and
+precision); the engine is serialised once into Ray's object store; every task
+loads it onto its own device, sets its thread count, scores its chunk with
+exactly the code a one-process run uses and returns the table. The driver
+writes each table into the chunk store as it arrives (atomically), so:
+
+- the merged table is the one-process run's, bit for bit, when the driver and
+  every task use the same number of CPU threads as that run (BLAS reductions
+  depend on it) or the same GPU model;
+- a worker that dies mid-task (killed, out of memory, node lost) has its chunk
+  rerun by Ray on another worker (``max_retries`` times); a chunk is stored
+  only once, under its one name, so nothing is lost or duplicated;
+- a second run of the same command reuses every stored chunk, wherever it was
+  computed, and schedules only the rest.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+TASK_NAME = "lsi_chunk"
+"""Ray task name of one chunk (workers show it as ``ray::lsi_chunk`` while they score)."""
+
+
+def serialise(score: Callable) -> bytes:
+    """``score`` and the tensors it closes over, as ``torch.save`` bytes (cloudpickle for closures)."""
+    from ray import cloudpickle
+
+    buffer = io.BytesIO()
+    torch.save(score, buffer, pickle_module=cloudpickle)
+    return buffer.getvalue()
+
+
+def score_chunk(payload: bytes, chunk: np.ndarray, threads: int, device: str) -> pd.DataFrame:
+    """One Ray task: load the engine onto ``device`` with ``threads`` CPU threads and score ``chunk``."""
+    torch.set_num_threads(threads)
+    score = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
+    return score(np.array(chunk), None)  # a writable copy: Ray hands over read-only arrays
+
+
+class RayExecutor:
+    """An :data:`lsi.runner.Executor` that scores chunks as Ray tasks.
+
+    ``address``: a running cluster (``"host:6379"``, ``"auto"`` for the one ``ray start``
+    runs on this machine, ``"ray://host:10001"``); ``None`` uses the cluster this
+    process already joined, else starts a new local one for the run (never a
+    stale one a crashed run left in Ray's bootstrap file). ``threads``: CPU threads (and Ray CPUs) per task.
+    ``device``: ``"cpu"`` or ``"cuda"``; with CUDA each task reserves one GPU and
+    the engine's tensors are loaded onto it. ``max_retries``: reruns of a
+    chunk whose worker died.
+    """
+
+    def __init__(self, address: str | None = None, *, threads: int = 1, device: str | torch.device = "cpu",
+                 max_retries: int = 3):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads == {threads!r}, must be an integer >= 1.")
+        self.address, self.threads, self.max_retries = address, threads, int(max_retries)
+        self.device = "cuda" if torch.device(device).type == "cuda" else "cpu"
+
+    def __call__(self, score: Callable[[np.ndarray, Any], pd.DataFrame], pending: list[np.ndarray],
+                 bar: Any = None) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+        """Submit every pending chunk, then yield ``(chunk, table)`` in the order they finish."""
+        if not pending:
+            return
+        import ray
+
+        own = not ray.is_initialized()
+        if own:
+            ray.init(address=self.address or "local", **({} if self.address else {"include_dashboard": False}))
+        task = ray.remote(score_chunk).options(
+            name=TASK_NAME, num_cpus=self.threads, num_gpus=1 if self.device == "cuda" else 0,
+            max_retries=self.max_retries, retry_exceptions=False)
+        payload = ray.put(serialise(score))
+        running = {task.remote(payload, chunk, self.threads, self.device): chunk for chunk in pending}
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                chunk = running.pop(ready[0])
+                yield chunk, ray.get(ready[0])
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            if own:
+                ray.shutdown()
