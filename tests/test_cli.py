@@ -28,6 +28,16 @@ def test_compute_writes_a_table_with_metadata(features_file, tmp_path, capsys):
     assert "most informative" in capsys.readouterr().out
 
 
+def test_components_score_the_principal_components(features_file, tmp_path):
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--features", features_file, "--components", "2", "--out", out, "--quiet") == 0
+    X, y = blobs(40, 3, 3)
+    expected = lsi.compute_lsi(lsi.analysis.principal_components(X, 2), y, progress=False)
+    table = lsi.load_table(out)
+    np.testing.assert_array_equal(table["lsi"].to_numpy(), expected["lsi"].to_numpy())
+    assert table.attrs["lsi"]["data"]["principal_components"] == 2
+
+
 def test_shards_merge_to_the_full_table(features_file, tmp_path):
     full, a, b, merged = (tmp_path / f"{name}.parquet" for name in ("full", "a", "b", "merged"))
     common = ("--features", features_file, "--solver", "gd", "--epochs", "30", "--quiet")
@@ -107,6 +117,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(case, tmp_path, capsys):
     (("--epochs", "0"), "epochs == 0"),
     (("--device", "tpu"), "device"),
     (("--memory-budget", "lots"), "memory budget"),
+    (("--components", "-1"), "--components -1"),
 ])
 def test_bad_options_are_clear_errors(features_file, tmp_path, capsys, argv, message):
     out = tmp_path / "R.parquet"

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--extractor", help="feature extractor for --dataset (default: the offline one)")
     parser.add_argument("--split", default="train", help="data set split for --dataset")
     parser.add_argument("--limit", type=int, help="stratified random subset of this many samples")
+    parser.add_argument("--components", type=int, default=0,
+                        help="project the features onto their top N principal components first (unsupervised; "
+                             "the CIFAR-10 chapter's probe: 256); 0 keeps them all")
     parser.add_argument("--out", type=Path, required=True, help="output Parquet file")
     parser.add_argument("--measure", choices=["lsi", "sui"], default="lsi", help="which measure to compute")
     parser.add_argument("--l2", type=float, default=SUI["cli_l2"],
@@ -114,9 +117,21 @@ def executor(args):
     return RayExecutor(args.ray or None, threads=threads, device=args.device)
 
 
+def project(X: np.ndarray, components: int, source: dict) -> tuple[np.ndarray, dict]:
+    """``X`` on its top ``components`` principal components (:func:`lsi.analysis.principal_components`;
+    0 keeps ``X``), with the projection recorded in the data's provenance."""
+    if components == 0:
+        return X, source
+    from lsi.analysis import principal_components
+    return principal_components(X, components), {**source, "principal_components": components}
+
+
 def run(args) -> int:
+    if args.components < 0:  # before any feature extraction
+        raise ValueError(f"--components {args.components}: must be >= 0 (0 keeps all the features).")
     chunks = executor(args)  # first: the thread count also governs feature extraction
     X, y, ids, source = load_inputs(args)
+    X, source = project(X, args.components, source)
     common = dict(indices=args.indices, seed=args.seed, device=args.device, dtype=args.dtype,
                   progress=not args.quiet, ids=ids, executor=chunks)
     checkpoint = args.out.with_name(args.out.name + ".parts")
