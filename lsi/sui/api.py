@@ -199,7 +199,8 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
     return compute_sui_linearized(train, labels, heldout=held, targets=targets, t=t, lr=lr, l2=l2,
                                   time=time, sigma=sigma, lyapunov=lyapunov, indices=indices,
                                   device=device, memory_budget=memory_budget, chunk_size=chunk_size,
-                                  checkpoint=checkpoint, progress=progress, ids=ids, context=context)
+                                  checkpoint=checkpoint, progress=progress, ids=ids, context=context,
+                                  executor=executor)
 
 
 def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linearization | None = None,
@@ -208,7 +209,7 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
                            lyapunov: bool = False, indices: Any = None, device: str = SUI["device"],
                            memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
                            checkpoint: str | None = None, progress: bool = True, ids: Any = None,
-                           context: dict | None = None) -> pd.DataFrame:
+                           context: dict | None = None, executor: runner.Executor | None = None) -> pd.DataFrame:
     """:func:`compute_sui` from a network already linearised on the training (and held-out) inputs.
 
     ``train``/``heldout`` come from :func:`lsi.sui.linearize` (any ``params``,
