@@ -313,7 +313,7 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     if a.size == 0 or b.size == 0:
         raise ValueError("exceeds needs at least one measurement of each quantity.")
     gap = float(a.mean() - b.mean())
-    text = f"{what_a} {_fmt(a.mean())} vs {what_b} {_fmt(b.mean())}"
+    text = f"mean {what_a} {_fmt(a.mean())} vs {what_b} {_fmt(b.mean())}"
     if gap <= 0:
         return Verdict(NO, f"{what_a} is not above {what_b}: {text}", rule="exceeds")
     rng = np.random.default_rng(seed)
@@ -343,7 +343,7 @@ def best(groups: Mapping[str, Sequence[float]], which: str, *, what: str = "the 
     beaten = [name for name in others if found[name].status == NO]
     if beaten:
         text = "; ".join(f"{name} {_fmt(mean[name])} vs {which} {_fmt(mean[which])}" for name in beaten)
-        return Verdict(NO, f"{which} does not have the {word} {what}: {text}", rule="best")
+        return Verdict(NO, f"{which} does not have the {word} mean {what}: {text}", rule="best")
     close = [name for name in others if found[name].status == PARTLY]
     if close:
         text = ", ".join(f"{name} ({_fmt(mean[name])})" for name in close)

@@ -8,6 +8,10 @@
   the feature vectors of one class.
 * :func:`human_labels` - the CIFAR-10N human labels (``aggre``, ``worse``,
   ``random1..3``) in place of the clean CIFAR-10 ones.
+* :func:`degrade_images` - images of a worse source: JPEG at a low quality, or a
+  Gaussian blur (the SUI paper's comparison of data sources).
+* :func:`pgd_targeted` - adversarial images: targeted projected gradient descent
+  in the L-infinity ball around each image (the SUI paper's adversarial examples).
 
 Each returns the corrupted values and ``changed``, the sorted positions that
 differ from the input (or, for lorem ipsum, the positions of the added rows).
@@ -153,3 +157,52 @@ def parse_corruption(spec: str | dict | None, *, seed: int = 0) -> dict | None:
     out = {k: casts.get(k, lambda v: v)(v) for k, v in out.items()}
     out["seed"] = int(out.get("seed", seed))
     return out
+
+
+def degrade_images(images: Sequence[Any], kind: str = "jpeg", level: float = 10) -> list:
+    """PIL images of a degraded source: ``"jpeg"`` re-encoded at quality ``level`` (1-95), or
+    ``"blur"`` with a Gaussian blur of radius ``level`` pixels. Deterministic."""
+    import io
+
+    from PIL import Image, ImageFilter
+
+    def jpeg(image):
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=int(level))
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+    kinds = {"jpeg": jpeg, "blur": lambda image: image.convert("RGB").filter(ImageFilter.GaussianBlur(level))}
+    if kind not in kinds:
+        raise ValueError(f"kind={kind!r} is not valid; choose one of {', '.join(map(repr, kinds))}.")
+    if kind == "jpeg" and not 1 <= level <= 95:
+        raise ValueError(f"JPEG quality {level} must be between 1 and 95.")
+    return [kinds[kind](image) for image in images]
+
+
+def pgd_targeted(model, pixels, targets, *, eps: float = 4 / 255, step: float = 1 / 255, steps: int = 10):
+    """Targeted L-infinity PGD (Madry et al. 2018): push ``model`` towards class ``targets``.
+
+    From ``delta = 0``, ``steps`` times: ``delta <- clip_eps(delta - step * sign(grad_delta
+    CE(model(x + delta), target)))``, then ``x + delta`` is clipped to the pixel range
+    ``[0, 1]``. Returns the adversarial pixels; ``||x_adv - x||_inf <= eps`` and
+    ``0 <= x_adv <= 1`` always hold. ``model`` maps ``[0, 1]`` pixels to logits and is
+    left untouched (evaluated in ``eval()`` mode, gradients only for the images).
+    """
+    import torch
+
+    if eps < 0 or step <= 0 or steps < 1:
+        raise ValueError(f"PGD needs eps >= 0, step > 0 and steps >= 1; got {eps}, {step}, {steps}.")
+    x = torch.as_tensor(pixels).detach()
+    target = torch.as_tensor(targets, dtype=torch.long, device=x.device)
+    was_training = model.training
+    model.eval()
+    adv = x.clone()
+    for _ in range(int(steps)):
+        adv.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(adv), target)
+        (gradient,) = torch.autograd.grad(loss, adv)
+        with torch.no_grad():
+            delta = (adv - step * gradient.sign() - x).clamp(-eps, eps)
+            adv = (x + delta).clamp(0.0, 1.0)
+    model.train(was_training)
+    return adv.detach()

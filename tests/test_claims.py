@@ -119,7 +119,7 @@ def test_best_compares_the_group_with_every_other():
     assert beaten.status == "no" and beaten.detail.endswith(": mid 0.71 vs low 0.61")
     gaps = {"low": [0.30, 0.31, 0.32], "mid": [0.05, 0.06, 0.04], "high": [0.10, 0.12, 0.11]}
     assert claims.best(gaps, "mid", lower=True, what="gap").status == "yes"
-    assert "lowest gap" in claims.best(gaps, "low", lower=True, what="gap").detail
+    assert "lowest mean gap" in claims.best(gaps, "low", lower=True, what="gap").detail
     assert claims.best({"a": [1.0, 1.0], "b": [1.0, 1.0]}, "a").status == "no"  # a tie is not a win
     with pytest.raises(ValueError, match="among at least two groups"):
         claims.best({"mid": [1.0]}, "mid")

@@ -17,10 +17,10 @@ Modules: :mod:`~lsi.sui.linearize` (Jacobians with torch.func),
 :mod:`~lsi.sui.reference` (brute-force retraining), :mod:`~lsi.sui.summarize`
 (greedy data summarisation), :mod:`~lsi.sui.api` (:func:`compute_sui`).
 """
-from .api import FlatProbe, compute_sui, compute_sui_features
+from .api import FlatProbe, compute_sui, compute_sui_features, compute_sui_linearized
 from .dynamics import Time, predictions_at, weights_at
-from .linearize import Linearization, linearize
-from .summarize import removal_order, summarisation_curve
+from .linearize import Linearization, Projection, linearize
+from .summarize import removal_order, summarisation_curve, summarisation_variants
 
-__all__ = ["compute_sui", "compute_sui_features", "FlatProbe", "Time", "weights_at", "predictions_at", "linearize", "Linearization",
-           "removal_order", "summarisation_curve"]
+__all__ = ["compute_sui", "compute_sui_features", "compute_sui_linearized", "Projection", "FlatProbe", "Time", "weights_at", "predictions_at", "linearize", "Linearization",
+           "removal_order", "summarisation_curve", "summarisation_variants"]

@@ -18,7 +18,7 @@ from lsi.validation import (check_choice, check_features, check_indices, check_l
                             check_positive)
 
 from .dynamics import Time, apply_phi, check_step_size
-from .linearize import linearize
+from .linearize import Linearization, linearize
 from .loo import loo_deltas
 from .measures import LyapunovMetric, functional_si, weight_si
 
@@ -137,7 +137,7 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
                 t: float = math.inf, lr: float | None = None, l2: float = SUI["l2"],
                 time: str = SUI["time"], sigma: float = SUI["sigma"], lyapunov: bool = False,
                 params: list[str] | None = None, projection_dim: int | None = None,
-                indices: Any = None, seed: int = SUI["seed"], device: str = SUI["device"],
+                projection: str = "gaussian", indices: Any = None, seed: int = SUI["seed"], device: str = SUI["device"],
                 dtype: str = SUI["dtype"], batch_size: int = SUI["batch_size"],
                 memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
                 checkpoint: str | None = None, progress: bool = True, ids: Any = None,
@@ -173,8 +173,9 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
             GEMMs (discrete, ``t <= 4nk``, O(t (nk)^2) per sample) or one
             eigendecomposition per sample (O((nk)^3)); see :mod:`lsi.sui.loo`.
         l2: L2 pull towards ``w0`` (same value in every leave-one-out problem).
-        params, projection_dim: linearise only these parameters / in a seeded
-            random subspace of this dimension (large models).
+        params, projection_dim, projection: linearise only these parameters /
+            in a seeded random subspace of this dimension, ``"gaussian"`` or
+            ``"sparse"`` (CountSketch) (large models; :mod:`lsi.sui.linearize`).
         indices: which samples to score (all by default); ``checkpoint``: a
             folder where finished chunks are kept so a killed run resumes;
             ``executor``: who scores the chunks (:func:`lsi.runner.run`).
@@ -183,8 +184,47 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
             ``chunk_size`` fixes the number instead.
     """
     started = _time.perf_counter()
-    time_mode = check_choice(time, Time, name="time")
     torch_dtype = getattr(torch, check_choice(dtype, DType, name="dtype").value)
+    model, train_inputs, heldout, labels, n_classes, kind = _model_and_inputs(
+        model_or_features, labels, inputs, heldout, probe, hidden, seed)
+    lin_args = dict(params=params, projection_dim=projection_dim, projection=projection, seed=seed,
+                    batch_size=batch_size, device=device, dtype=torch_dtype, progress=progress)
+    train = linearize(model, train_inputs, **lin_args)
+    held = None if heldout is None else linearize(model, heldout, **lin_args)
+    module = runner.module_fingerprint(model) if kind == "module" else None
+    context = dict(model=kind, hidden=hidden, params=params, projection_dim=projection_dim,
+                   projection=projection, seed=seed, dtype=dtype,
+                   data_sha256=runner.fingerprint(train_inputs, heldout), module_sha256=module,
+                   batch_size=batch_size, started=started)
+    return compute_sui_linearized(train, labels, heldout=held, targets=targets, t=t, lr=lr, l2=l2,
+                                  time=time, sigma=sigma, lyapunov=lyapunov, indices=indices,
+                                  device=device, memory_budget=memory_budget, chunk_size=chunk_size,
+                                  checkpoint=checkpoint, progress=progress, ids=ids, context=context,
+                                  executor=executor)
+
+
+def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linearization | None = None,
+                           targets: Any = None, t: float = math.inf, lr: float | None = None,
+                           l2: float = SUI["l2"], time: str = SUI["time"], sigma: float = SUI["sigma"],
+                           lyapunov: bool = False, indices: Any = None, device: str = SUI["device"],
+                           memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
+                           checkpoint: str | None = None, progress: bool = True, ids: Any = None,
+                           context: dict | None = None, executor: runner.Executor | None = None) -> pd.DataFrame:
+    """:func:`compute_sui` from a network already linearised on the training (and held-out) inputs.
+
+    ``train``/``heldout`` come from :func:`lsi.sui.linearize` (any ``params``,
+    ``projection_dim``); one linearisation then serves many runs (several ``t``,
+    ``l2``, label sets or subsets: take rows with :meth:`Linearization.take`).
+    The other arguments and the columns are those of :func:`compute_sui`;
+    ``context`` (used by :func:`compute_sui`) adds how the Jacobian was made to
+    the provenance.
+    """
+    context = dict(context or {})
+    started = context.pop("started", _time.perf_counter())
+    data_sha = context.pop("data_sha256", None)
+    module = context.pop("module_sha256", None)
+    batch_size = context.pop("batch_size", None)
+    time_mode = check_choice(time, Time, name="time")
     t = _check_time(t, time_mode)
     l2 = check_positive(l2, name="l2", allow_zero=True)
     sigma = check_positive(sigma, name="sigma")
@@ -193,37 +233,28 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
     if lyapunov and math.isinf(t) and l2 == 0:
         raise ValueError("lyapunov=True needs SGD noise, which vanishes at t=inf without l2 "
                          "(the linearised model fits every target); use a finite t or l2 > 0.")
-
-    model, train_inputs, heldout, labels, n_classes, kind = _model_and_inputs(
-        model_or_features, labels, inputs, heldout, probe, hidden, seed)
-    n = len(train_inputs)
+    n, k = len(train.f0), train.n_outputs
+    labels, n_classes = check_labels(labels, n)
     positions = check_indices(indices, n)
     ids = np.arange(n) if ids is None else np.asarray(ids)
     if len(ids) != n:
         raise ValueError(f"ids has {len(ids)} entries for {n} samples; give one id per sample.")
-
-    lin_args = dict(params=params, projection_dim=projection_dim, seed=seed, batch_size=batch_size,
-                    device=device, dtype=torch_dtype, progress=progress)
-    train = linearize(model, train_inputs, **lin_args)
-    k = train.n_outputs
-    y = torch.as_tensor(_one_hot_targets(labels, k, n_classes, targets), dtype=torch_dtype,
+    y = torch.as_tensor(_one_hot_targets(labels, k, n_classes, targets), dtype=train.jac.dtype,
                         device=train.jac.device)
     jac = train.jac
-    cross_jac = None if heldout is None else linearize(model, heldout, **lin_args).jac
-    fit = _Fitted.build(jac, (train.f0 - y).reshape(-1), k, cross_jac, l2=l2, t=t, lr=lr,
-                        time=time_mode)
+    fit = _Fitted.build(jac, (train.f0 - y).reshape(-1), k, None if heldout is None else heldout.jac,
+                        l2=l2, t=t, lr=lr, time=time_mode)
     metric = LyapunovMetric(jac, fit.trained_residual(), k, l2=l2) if lyapunov else None
     kernel, cross = fit.kernel, fit.cross
 
-    module = runner.module_fingerprint(model) if kind == "module" else None
-    options = dict(model=kind, hidden=hidden, t=t, lr=lr, l2=l2,
-                   time=time_mode.value, sigma=sigma, lyapunov=bool(lyapunov), params=params,
-                   projection_dim=projection_dim, seed=seed, dtype=dtype, n_samples=n,
-                   n_outputs=k, n_parameters=jac.shape[1],
+    options = dict(**{"model": "linearization", **context}, t=t, lr=lr, l2=l2, time=time_mode.value,
+                   sigma=sigma, lyapunov=bool(lyapunov), n_samples=n, n_outputs=k,
+                   n_parameters=jac.shape[1],
                    functional_points="heldout" if heldout is not None else "train",
                    n_functional_points=len(cross) // k, loss="sum of 1/2 squared errors")
-    identity = runner.run_identity("sui", options, data=runner.fingerprint(train_inputs, heldout, y),
-                                   module=module)
+    if data_sha is None:
+        data_sha = runner.fingerprint(jac, train.f0, None if heldout is None else heldout.jac)
+    identity = runner.run_identity("sui", options, data=runner.fingerprint(data_sha, y), module=module)
 
     def score(chunk: np.ndarray, bar) -> pd.DataFrame:
         table = pd.DataFrame({"index": chunk, "id": ids[chunk], "label": labels[chunk]})

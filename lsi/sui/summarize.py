@@ -4,6 +4,12 @@ The SUI paper (and its code) ranks samples greedily: compute SI on the current
 training set, remove the least informative 5% of it, recompute on what is
 left, and repeat. Recomputing matters, because removing a sample changes how
 unique its near-duplicates are.
+
+Options to take the experiment apart: ``stratified`` removes the same fraction
+of every class in each round (the paper's removal is not stratified);
+``largest_first`` removes the most informative samples first (a control);
+``score`` picks weight or functional SI; ``step`` sets the greedy schedule
+(``step >= until``: one shot, no recomputation).
 """
 from __future__ import annotations
 
@@ -12,44 +18,82 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from lsi.validation import check_features, check_labels, check_positive
+from lsi.defaults import SUI
+from lsi.enums import Probe
+from lsi.validation import check_choice, check_features, check_labels, check_positive
 
-from .api import compute_sui
+from .api import FlatProbe, compute_sui_linearized
+from .linearize import linearize
+
+
+def _round_removal(ranked: np.ndarray, labels: np.ndarray, count: int, stratified: bool) -> np.ndarray:
+    """The first ``count`` of ``ranked``; with ``stratified``, the first ``count_c`` of each class
+    ``c`` (kept in rank order), ``count_c`` proportional to the class's share of ``ranked``
+    and summing to ``count`` (largest remainders; ties to the lower class)."""
+    if not stratified:
+        return ranked[:count]
+    classes, sizes = np.unique(labels[ranked], return_counts=True)
+    quota = count * sizes / len(ranked)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[:count - take.sum()]] += 1
+    chosen = np.zeros(len(ranked), dtype=bool)
+    for c, k in zip(classes, take):
+        chosen[np.flatnonzero(labels[ranked] == c)[:k]] = True
+    return ranked[chosen]
 
 
 def removal_order(features: Any, labels: Any, *, step: float = 0.05, until: float = 0.95,
-                  score: str = "sui_functional", progress: bool = True,
+                  score: str = "sui_functional", stratified: bool = False, largest_first: bool = False,
+                  probe: str = SUI["probe"], hidden: int = SUI["hidden"], seed: int = SUI["seed"],
+                  heldout: Any = None, device: str = SUI["device"], progress: bool = True,
                   **sui_options: Any) -> np.ndarray:
     """Sample positions in the order they are removed, least informative first.
 
-    Each round scores the remaining samples with :func:`compute_sui` (``sui_options``
-    are passed on; ``heldout`` stays fixed), removes ``ceil(step * remaining)``
-    of the lowest ``score``, and stops once a fraction ``until`` is removed; the
-    samples still left are appended in increasing score of the last round.
+    Each round scores the remaining samples with SUI (what :func:`compute_sui`
+    gives on them; ``sui_options`` such as ``l2``, ``t``, ``lr`` are passed on,
+    ``heldout`` stays fixed), removes ``ceil(step * remaining)`` of the lowest
+    ``score`` (the highest with ``largest_first``; per class in proportion with
+    ``stratified``), and stops once a fraction ``until`` is removed; the samples
+    still left are appended in score order of the last round.
+
+    The probe (``probe``, ``hidden``, seeded initialisation ``seed``) is the same
+    in every round, so its Jacobian on all samples and on ``heldout`` is computed
+    once and each round takes the rows of the samples left
+    (:meth:`~lsi.sui.Linearization.take`).
     """
     features = check_features(features)
-    labels, _ = check_labels(labels, len(features))
+    labels, n_classes = check_labels(labels, len(features))
     step, until = check_positive(step, name="step"), check_positive(until, name="until")
     if step >= 1 or until >= 1:
         raise ValueError(f"step == {step} and until == {until} must both be < 1 (fractions).")
+    model = FlatProbe(check_choice(probe, Probe, name="probe").value, features.shape[1], n_classes, hidden, seed)
+    train = linearize(model, torch.from_numpy(features), device=device)
+    held = None if heldout is None else linearize(model, torch.from_numpy(check_features(heldout, name="heldout")),
+                                                  device=device)
     remaining, removed = np.arange(len(features)), []
     bar = tqdm(total=int(until * len(features)), desc="summarisation", disable=not progress)
     while True:
-        table = compute_sui(features[remaining], labels[remaining], progress=False, **sui_options)
-        ranked = remaining[table.sort_values(score, kind="stable")["index"].to_numpy()]
-        count = int(np.ceil(step * len(remaining)))
-        if len(removed) + count > until * len(features) or len(np.unique(labels[ranked[count:]])) < 2:
+        table = compute_sui_linearized(train.take(remaining), labels[remaining], heldout=held, device=device,
+                                       progress=False, **sui_options)
+        ranked = remaining[table.sort_values(score, ascending=not largest_first, kind="stable")["index"].to_numpy()]
+        drop = _round_removal(ranked, labels, int(np.ceil(step * len(remaining))), stratified)
+        done = sum(len(r) for r in removed)
+        rest = ranked[~np.isin(ranked, drop)]
+        if done + len(drop) > until * len(features) or len(np.unique(labels[rest])) < 2:
             return np.concatenate(removed + [ranked]).astype(np.int64)
-        removed.append(ranked[:count])
-        remaining = np.sort(ranked[count:])
-        bar.update(count)
+        removed.append(drop)
+        remaining = np.sort(rest)
+        bar.update(len(drop))
 
 
 def summarisation_curve(features: Any, labels: Any, test_features: Any, test_labels: Any, *,
                         fractions: Sequence[float], step: float = 0.05, repeats: int = 3,
                         train_steps: int = 300, probe: str = "mlp", hidden: int = 16, seed: int = 0,
+                        ranking: np.ndarray | None = None, score: str = "sui_functional",
+                        stratified: bool = False, largest_first: bool = False,
                         **sui_options: Any) -> pd.DataFrame:
     """Test accuracy after removing training samples, least informative first vs at random.
 
@@ -63,25 +107,28 @@ def summarisation_curve(features: Any, labels: Any, test_features: Any, test_lab
     step for the full set); all subsets train together
     (:func:`lsi.sui.reference.train_network_gd`).
 
-    Returns one row per (strategy, repeat, fraction): ``test accuracy`` and
-    ``largest class share`` among the kept samples (removal is not stratified).
-    """
-    import torch
+    ``score``, ``stratified`` and ``largest_first`` are those of
+    :func:`removal_order`; a precomputed ``ranking`` (e.g. ``attrs["ranking"]`` of
+    an earlier call) skips it, to retrain the same order differently.
 
+    Returns one row per (strategy, repeat, fraction): ``test accuracy`` and
+    ``largest class share`` among the kept samples (unless ``stratified``, removal
+    is not stratified); ``attrs`` hold ``lr`` and the SUI ``ranking``.
+    """
     from lsi.analysis import accuracy
 
-    from .api import FlatProbe
-    from .linearize import linearize
     from .reference import train_network_gd
 
     features = check_features(features)
     labels, n_classes = check_labels(labels, len(features))
     test_features = np.asarray(test_features, dtype=np.float64)
     options = {"probe": probe, "hidden": hidden, "seed": seed, **sui_options, "progress": False}
-    ranking = removal_order(features, labels, step=step, until=max(fractions), heldout=test_features,
-                            **options)
+    if ranking is None:
+        ranking = removal_order(features, labels, step=step, until=max(fractions), heldout=test_features,
+                                score=score, stratified=stratified, largest_first=largest_first, **options)
     rng = np.random.default_rng(seed)
-    orders = [("lowest SUI first", 0, ranking)] + [("random", r, rng.permutation(len(labels)))
+    name = "highest SUI first" if largest_first else "lowest SUI first"
+    orders = [(name, 0, ranking)] + [("random", r, rng.permutation(len(labels)))
                                                     for r in range(repeats)]
     keys, masks = [], []
     for strategy, repeat, order in orders:
@@ -101,4 +148,28 @@ def summarisation_curve(features: Any, labels: Any, test_features: Any, test_lab
     table["largest class share"] = [float(np.bincount(labels[m > 0], minlength=n_classes).max() / (m > 0).sum())
                                     for m in masks]
     table.attrs["lr"] = lr
+    table.attrs["ranking"] = ranking
     return table
+
+
+def summarisation_variants(features: Any, labels: Any, test_features: Any, test_labels: Any,
+                           variants: dict[str, dict[str, Any]], **common: Any) -> pd.DataFrame:
+    """:func:`summarisation_curve` once per variant, stacked with a ``variant`` column.
+
+    Each variant's options override ``common``; ``{"reuse": name, ...}`` retrains the
+    ranking of an earlier variant ``name`` (for example with other ``train_steps``)
+    instead of recomputing it. ``attrs["rankings"]`` holds each variant's removal order.
+    """
+    tables, rankings = [], {}
+    for name, options in variants.items():
+        options = dict(options)
+        reuse = options.pop("reuse", None)
+        if reuse is not None:
+            options["ranking"] = rankings[reuse]
+        table = summarisation_curve(features, labels, test_features, test_labels, **{**common, **options})
+        rankings[name] = table.attrs["ranking"]
+        table.attrs = {}
+        tables.append(table.assign(variant=name))
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["rankings"] = rankings
+    return out
