@@ -4,12 +4,25 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
 _PACKAGES = ("lsi", "torch", "numpy", "scipy", "pandas", "scikit-learn")
+
+
+class Timings(dict):
+    """Wall seconds of a chapter's named sections: ``start(name)`` and, later (another cell
+    may come between), ``stop()`` store the seconds between the two under ``name``."""
+
+    def start(self, name: str) -> None:
+        self._section = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        name, started = self._section
+        self[name] = time.perf_counter() - started
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:

@@ -43,3 +43,14 @@ def test_modified_code_makes_the_tree_dirty(repo):
 def test_outside_a_repository_the_commit_is_unknown(tmp_path):
     assert provenance.git_commit(tmp_path) == "unknown"
     assert provenance.modified_files(tmp_path) is None
+
+
+def test_timings_store_each_section_between_start_and_stop(monkeypatch):
+    clock = iter([10.0, 12.5, 20.0, 21.0])
+    monkeypatch.setattr(provenance.time, "perf_counter", lambda: next(clock))
+    timings = provenance.Timings()
+    timings.start("fit")
+    assert timings.stop() is None  # nothing to display when a cell ends with it
+    timings.start("score")
+    timings.stop()
+    assert timings == {"fit": 2.5, "score": 1.0}

