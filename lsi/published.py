@@ -165,12 +165,13 @@ def record_of(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def describe(record: dict) -> str:
     """A one-line setting from a record, e.g. ``cifar10, 5,000 samples scored of 5,000, ..., newton-step tier``."""
-    p = record.get("parameters") or {}
-    features = p.get("extractor") or (record.get("data") or {}).get("extractor")
-    width = p.get("feature_dim")
+    p, data = record.get("parameters") or {}, record.get("data") or {}
+    features = p.get("extractor") or data.get("extractor")
+    width = p.get("feature_dim") or data.get("principal_components")   # a chapter's, or `lsi compute --components`
+    described = (f"{features} features" if features else "features") + (f" ({width}-d)" if width else "")
     parts = [f"{record['dataset']}",
              f"{record['n_scored']:,} samples scored of {record['n_samples']:,}",
-             *([f"{features} features" + (f" ({width}-d)" if width else "")] if features else []),
+             *([described] if features or width else []),
              f"{record['tier']} tier" + (f", {p['run.hessian']} Hessian" if p.get("run.hessian") else ""),
              *([f"corruption {record['corruption']}"] if record.get("corruption", "none") != "none" else [])]
     source = record.get("source") or {}

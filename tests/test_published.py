@@ -111,6 +111,16 @@ def test_cli_adds_lists_and_checks(result, tmp_path, capsys):
     assert main(["published", "add", "--folder", folder]) == 2
 
 
+def test_the_setting_names_the_principal_components_of_a_cli_run(tmp_path):
+    X, y = blobs(30, 3, 3)
+    features, out = tmp_path / "F.npz", tmp_path / "R.parquet"
+    np.savez(features, features=X, labels=y)
+    argv = ["compute", "--features", str(features), "--components", "2", "--solver", "newton-step", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    record = published.provenance("p", published.add(out, name="p", folder=tmp_path / "published").parent)
+    assert record["setting"].startswith("features, 30 samples scored of 30, features (2-d), newton-step tier")
+
+
 def test_take_it_away_names_the_published_value_of_a_chapter_table(tmp_path, monkeypatch):
     import nbformat
 
