@@ -178,3 +178,26 @@ def test_smooth_mlp_activation_from_the_command_line(features_file, tmp_path):
     assert table.attrs["lsi"]["options"]["activation"] == "gelu" and table["grad_norm"].max() <= 1e-10
     assert _run("compute", "--features", features_file, "--probe", "mlp", "--out", tmp_path / "x.parquet",
                 "--quiet") == 2  # ReLU with the converged default is refused with a message
+
+
+def test_a_corrupted_dataset_is_scored_with_its_marks(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSI_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--dataset", "digits", "--extractor", "pixels", "--limit", "60", "--seed", "3",
+                "--corruption", "flip:0.2", "--out", out, "--quiet") == 0
+    flipped = lsi.features.extract_features("digits", "pixels", limit=60, seed=3, corruption="flip:0.2",
+                                            progress=False)
+    table = lsi.load_table(out)
+    np.testing.assert_array_equal(table["label"], flipped.labels)
+    np.testing.assert_array_equal(table["original_label"], flipped.clean_labels)
+    np.testing.assert_array_equal(np.flatnonzero(table["corrupted"]), flipped.changed)
+    assert len(flipped.changed) == 12 and (table["label"] != table["original_label"]).sum() == 12
+    expected = lsi.compute_lsi(flipped.features, flipped.labels, ids=flipped.ids, seed=3, progress=False)
+    np.testing.assert_array_equal(table["lsi"], expected["lsi"])
+    assert lsi.published.default_name(lsi.published.record_of(out)[1]) == "digits-flip-0.2-60-converged"
+
+
+def test_corruption_needs_a_registered_dataset(features_file, tmp_path, capsys):
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--features", features_file, "--corruption", "flip:0.1", "--out", out) == 2
+    assert "--corruption needs --dataset" in capsys.readouterr().err and not out.exists()

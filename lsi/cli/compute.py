@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     parser.add_argument("--extractor", help="feature extractor for --dataset (default: the offline one)")
     parser.add_argument("--split", default="train", help="data set split for --dataset")
     parser.add_argument("--limit", type=int, help="stratified random subset of this many samples")
+    parser.add_argument("--corruption", default=None,
+                        help="corrupt --dataset first (seeded by --seed): flip[:fraction] | lorem[:n] | "
+                             "noise:class:variance | human[:aggre|worse|random1..3]; the table gains the columns "
+                             "'corrupted' and, for label corruptions, 'original_label'")
     parser.add_argument("--components", type=int, default=0,
                         help="project the features onto their top N principal components first (unsupervised; "
                              "the CIFAR-10 chapter's probe: 256); 0 keeps them all")
@@ -90,18 +94,34 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         raise ValueError(f"{path} is not a readable .npz file: {error}") from error
 
 
-def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict, dict]:
+    """Features, labels, ids, the data's provenance, and per-sample columns a corruption adds."""
+    if args.corruption is not None and (args.features is not None or args.extractor is None
+                                        and args.dataset == "digits"):
+        raise ValueError("--corruption needs --dataset with cached encoder features (not --features, not the "
+                         "embedded digits pixels); corrupt an .npz file's labels before saving it instead.")
     if args.features is not None:
         X, y, ids = load_npz(args.features)
-        return X, y, ids, {"source": str(args.features)}
+        return X, y, ids, {"source": str(args.features)}, {}
     if args.dataset == "digits" and args.extractor is None:
         from lsi.data import digits_pixels
         X, y, ids = digits_pixels()
-        return X, y, ids, {"source": "lsi.data.digits_pixels (sklearn digits, uint8 pixels / 255)"}
+        return X, y, ids, {"source": "lsi.data.digits_pixels (sklearn digits, uint8 pixels / 255)"}, {}
     from lsi.features import extract_features
     fs = extract_features(args.dataset, **({"extractor": args.extractor} if args.extractor else {}),
-                          split=args.split, limit=args.limit, device=args.device, progress=not args.quiet)
-    return fs.features, fs.labels, fs.ids, fs.meta
+                          split=args.split, limit=args.limit, seed=args.seed, corruption=args.corruption,
+                          device=args.device, progress=not args.quiet)
+    if args.corruption is None:
+        return fs.features, fs.labels, fs.ids, fs.meta, {}
+    return fs.features, fs.labels, fs.ids, {**fs.meta, "corruption": args.corruption}, corruption_columns(fs)
+
+
+def corruption_columns(fs) -> dict[str, np.ndarray]:
+    """Per-position columns of a corrupted feature set: ``corrupted`` and, if labels changed, ``original_label``."""
+    columns = {"corrupted": np.isin(np.arange(len(fs)), fs.changed)}
+    if fs.clean_labels is not None:
+        columns["original_label"] = np.asarray(fs.clean_labels)
+    return columns
 
 
 def executor(args):
@@ -130,7 +150,7 @@ def run(args) -> int:
     if args.components < 0:  # before any feature extraction
         raise ValueError(f"--components {args.components}: must be >= 0 (0 keeps all the features).")
     chunks = executor(args)  # first: the thread count also governs feature extraction
-    X, y, ids, source = load_inputs(args)
+    X, y, ids, source, columns = load_inputs(args)
     X, source = project(X, args.components, source)
     common = dict(indices=args.indices, seed=args.seed, device=args.device, dtype=args.dtype,
                   progress=not args.quiet, ids=ids, executor=chunks)
@@ -145,6 +165,8 @@ def run(args) -> int:
                             epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                             weight_decay=args.weight_decay, prior_precision=args.prior_precision,
                             memory_budget=args.memory_budget, checkpoint=checkpoint, **common)
+    for column, values in columns.items():
+        table[column] = values[table["index"].to_numpy()]
     table.attrs["lsi"]["data"] = source
     table.attrs["lsi"]["execution"] = {"threads": torch.get_num_threads(),
                                        "ray": None if args.ray is None else (args.ray or "local")}
