@@ -11,7 +11,6 @@ given a ``checkpoint`` folder, written chunk by chunk so a killed run resumes.
 """
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -85,7 +84,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     DataFrame with columns ``index, id, label, lsi, kl_mean, kl_cov, grad_norm``
     and the run's metadata in ``attrs["lsi"]``.
     """
-    started = time.perf_counter()
+    started = runner.start(device)
     options = _check_options(solver=solver, hessian=hessian, probe=probe, hidden=hidden,
                              activation=activation, epochs=epochs,
                              lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -116,9 +115,9 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                        identity=identity, checkpoint=checkpoint, progress=progress,
                        desc=f"LSI ({options['solver']})", unit="model", executor=executor)
     table.attrs["lsi"] = runner.provenance(
-        device, identity=identity,
+        started, identity=identity,
         options={**options, "dtype": dtype, "device": str(device), "memory_budget": budget},
-        n_samples=len(X), n_scored=len(table), wall_time_s=time.perf_counter() - started,
+        n_samples=len(X), n_scored=len(table),
         n_features=int(np.prod(X.shape[1:])), n_classes=C, n_params=model.n_params,
         full_data_grad_norm=engine.full_grad_norm)
     return table

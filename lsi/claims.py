@@ -194,8 +194,8 @@ def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
              for name in names}
     inverted = [(a, b) for a, b in zip(names, names[1:]) if stats[a][0] >= stats[b][0]]
     if inverted:
-        text = "; ".join(f"{b} sits {'below' if stats[a][0] > stats[b][0] else 'level with'} {a} "
-                         f"(median {_fmt(stats[b][0])} vs {_fmt(stats[a][0])})" for a, b in inverted)
+        text = "; ".join(f"the median of {b} is {'below' if stats[a][0] > stats[b][0] else 'level with'} that "
+                         f"of {a} ({_fmt(stats[b][0])} vs {_fmt(stats[a][0])})" for a, b in inverted)
         return Verdict(NO, text, rule="ordered")
     overlapping = [(a, b) for a, b in zip(names, names[1:]) if stats[a][1][1] >= stats[b][1][0]]
     if overlapping:

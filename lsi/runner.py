@@ -18,11 +18,13 @@ Every table's ``attrs["lsi"]`` follows one **provenance schema**
 (:func:`provenance`): ``measure``, ``identity``, ``options`` (all options,
 device and budget included), ``commit``, ``date``, ``device``, ``python``,
 ``versions``, ``n_samples``, ``n_scored``, ``wall_time_s`` and measure-specific
-extras.
+extras. Commit and date are taken when the run starts (:func:`start`): a run of
+hours records the code it ran, not a commit made while it was running.
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -131,12 +133,18 @@ def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame],
     return concat_tables(tables)
 
 
-def provenance(device: str | torch.device, *, identity: dict, options: dict, n_samples: int,
-               n_scored: int, wall_time_s: float, **extra) -> dict:
-    """The one metadata schema of a result table (see the module docstring)."""
-    return run_record(device, measure=identity["measure"], identity=identity, options=options,
-                      n_samples=int(n_samples), n_scored=int(n_scored), wall_time_s=round(wall_time_s, 3),
-                      **extra)
+def start(device: str | torch.device) -> dict:
+    """What a run records as it starts: :func:`lsi.provenance.run_record` and the clock (for :func:`provenance`)."""
+    return {**run_record(device), "clock": time.perf_counter()}
+
+
+def provenance(started: dict, *, identity: dict, options: dict, n_samples: int, n_scored: int,
+               **extra) -> dict:
+    """The one metadata schema of a result table (see the module docstring); ``started`` is :func:`start`'s."""
+    record = {key: value for key, value in started.items() if key != "clock"}
+    return {**record, "measure": identity["measure"], "identity": identity, "options": options,
+            "n_samples": int(n_samples), "n_scored": int(n_scored),
+            "wall_time_s": round(time.perf_counter() - started["clock"], 3), **extra}
 
 
 def check_same_run(tables: Iterable[pd.DataFrame], names: Iterable[str] | None = None) -> dict:

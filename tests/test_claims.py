@@ -59,7 +59,7 @@ def test_ordered_names_the_inverted_pair():
     low, mid, high = rng.normal(0, 1, 500), rng.normal(5, 1, 500), rng.normal(10, 1, 500)
     assert claims.ordered({"clean": low, "lorem": mid, "flipped": high}).status == "yes"
     verdict = claims.ordered({"the clean reviews": mid, "lorem ipsum": low, "flipped": high})
-    assert verdict.status == "no" and "lorem ipsum sits below the clean reviews" in verdict.detail
+    assert verdict.status == "no" and "the median of lorem ipsum is below that of the clean reviews" in verdict.detail
     close = claims.ordered({"a": rng.normal(0, 1, 30), "b": rng.normal(0.05, 1, 30) + 0.05})
     assert close.status in ("partly", "no")
     if close.status == "partly":

@@ -54,3 +54,29 @@ def test_timings_store_each_section_between_start_and_stop(monkeypatch):
     timings.start("score")
     timings.stop()
     assert timings == {"fit": 2.5, "score": 1.0}
+
+
+@pytest.mark.parametrize("measure", ["lsi", "sui"])
+def test_a_run_records_the_commit_it_started_on(measure, monkeypatch):
+    """A commit made while a long run is going does not become the run's recorded commit."""
+    import numpy as np
+
+    import lsi
+    from lsi import runner
+    from lsi.sui import compute_sui
+
+    head = {"commit": "started-on"}
+    monkeypatch.setattr(provenance, "git_commit", lambda *a, **k: head["commit"])
+    score = runner.run
+
+    def run_then_commit(*args, **kwargs):
+        table = score(*args, **kwargs)
+        head["commit"] = "committed-during-the-run"
+        return table
+
+    monkeypatch.setattr(runner, "run", run_then_commit)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 3)), np.arange(12) % 3
+    table = (lsi.compute_lsi(X, y, progress=False) if measure == "lsi"
+             else compute_sui(X, y, probe="linear", l2=1.0, progress=False))
+    assert table.attrs["lsi"]["commit"] == "started-on" and table.attrs["lsi"]["wall_time_s"] > 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time as _time
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,7 +182,7 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
             budget (:mod:`lsi.runner`, shared with :func:`lsi.compute_lsi`);
             ``chunk_size`` fixes the number instead.
     """
-    started = _time.perf_counter()
+    started = runner.start(device)
     torch_dtype = getattr(torch, check_choice(dtype, DType, name="dtype").value)
     model, train_inputs, heldout, labels, n_classes, kind = _model_and_inputs(
         model_or_features, labels, inputs, heldout, probe, hidden, seed)
@@ -220,7 +219,7 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
     the provenance.
     """
     context = dict(context or {})
-    started = context.pop("started", _time.perf_counter())
+    started = context.pop("started", None) or runner.start(device)
     data_sha = context.pop("data_sha256", None)
     module = context.pop("module_sha256", None)
     batch_size = context.pop("batch_size", None)
@@ -269,10 +268,10 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
     result = runner.run(positions, score, size=size, identity=identity, checkpoint=checkpoint,
                         progress=progress, desc="SUI", executor=executor)
     result.attrs["lsi"] = runner.provenance(
-        device, identity=identity,
+        started, identity=identity,
         options={**options, "device": str(device), "memory_budget": memory_budget, "chunk_size": size,
                  "batch_size": batch_size},
-        n_samples=n, n_scored=len(result), wall_time_s=_time.perf_counter() - started)
+        n_samples=n, n_scored=len(result))
     return result
 
 
