@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lsi.batching import chunks, models_per_chunk, parse_bytes
+from lsi.batching import chunks, models_per_chunk, parse_bytes, resolve_device
 from lsi.defaults import MAX_MODELS_PER_CHUNK
 from lsi.provenance import run_record
 from lsi.results import ChunkStore, concat_tables
@@ -134,8 +134,11 @@ def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame],
 
 
 def start(device: str | torch.device) -> dict:
-    """What a run records as it starts: :func:`lsi.provenance.run_record` and the clock (for :func:`provenance`)."""
-    return {**run_record(device), "clock": time.perf_counter()}
+    """What a run records as it starts: :func:`lsi.provenance.run_record` and the clock (for :func:`provenance`).
+
+    The first check of a run's arguments: an unknown or unavailable ``device`` is a clear ``ValueError``.
+    """
+    return {**run_record(resolve_device(device)), "clock": time.perf_counter()}
 
 
 def provenance(started: dict, *, identity: dict, options: dict, n_samples: int, n_scored: int,

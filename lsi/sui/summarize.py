@@ -26,7 +26,7 @@ from lsi.enums import Probe
 from lsi.validation import check_choice, check_features, check_labels, check_positive
 
 from .api import FlatProbe, compute_sui_linearized
-from .linearize import linearize
+from .linearize import Linearization, linearize
 
 
 def _round_removal(ranked: np.ndarray, labels: np.ndarray, count: int, stratified: bool) -> np.ndarray:
@@ -49,7 +49,7 @@ def removal_order(features: Any, labels: Any, *, step: float = 0.05, until: floa
                   score: str = "sui_functional", stratified: bool = False, largest_first: bool = False,
                   probe: str = SUI["probe"], hidden: int = SUI["hidden"], seed: int = SUI["seed"],
                   heldout: Any = None, device: str = SUI["device"], progress: bool = True,
-                  **sui_options: Any) -> np.ndarray:
+                  linearized: Linearization | None = None, **sui_options: Any) -> np.ndarray:
     """Sample positions in the order they are removed, least informative first.
 
     Each round scores the remaining samples with SUI (what :func:`compute_sui`
@@ -62,7 +62,8 @@ def removal_order(features: Any, labels: Any, *, step: float = 0.05, until: floa
     The probe (``probe``, ``hidden``, seeded initialisation ``seed``) is the same
     in every round, so its Jacobian on all samples and on ``heldout`` is computed
     once and each round takes the rows of the samples left
-    (:meth:`~lsi.sui.Linearization.take`).
+    (:meth:`~lsi.sui.Linearization.take`). A caller that already has it on
+    ``features`` passes it as ``linearized``.
     """
     features = check_features(features)
     labels, n_classes = check_labels(labels, len(features))
@@ -70,7 +71,10 @@ def removal_order(features: Any, labels: Any, *, step: float = 0.05, until: floa
     if step >= 1 or until >= 1:
         raise ValueError(f"step == {step} and until == {until} must both be < 1 (fractions).")
     model = FlatProbe(check_choice(probe, Probe, name="probe").value, features.shape[1], n_classes, hidden, seed)
-    train = linearize(model, torch.from_numpy(features), device=device)
+    train = linearized if linearized is not None else linearize(model, torch.from_numpy(features), device=device)
+    if train.jac.shape[0] != len(features) * n_classes:
+        raise ValueError(f"linearized has {train.jac.shape[0]} Jacobian rows; the probe on {len(features)} samples "
+                         f"of {n_classes} classes has {len(features) * n_classes}. Linearise it on these features.")
     held = None if heldout is None else linearize(model, torch.from_numpy(check_features(heldout, name="heldout")),
                                                   device=device)
     remaining, removed = np.arange(len(features)), []
@@ -123,9 +127,12 @@ def summarisation_curve(features: Any, labels: Any, test_features: Any, test_lab
     labels, n_classes = check_labels(labels, len(features))
     test_features = np.asarray(test_features, dtype=np.float64)
     options = {"probe": probe, "hidden": hidden, "seed": seed, **sui_options, "progress": False}
+    network = FlatProbe(probe, features.shape[1], n_classes, hidden, seed)
+    train = linearize(network, torch.tensor(features), device=sui_options.get("device", SUI["device"]))
     if ranking is None:
         ranking = removal_order(features, labels, step=step, until=max(fractions), heldout=test_features,
-                                score=score, stratified=stratified, largest_first=largest_first, **options)
+                                score=score, stratified=stratified, largest_first=largest_first,
+                                linearized=train, **options)
     rng = np.random.default_rng(seed)
     name = "highest SUI first" if largest_first else "lowest SUI first"
     orders = [(name, 0, ranking)] + [("random", r, rng.permutation(len(labels)))
@@ -137,9 +144,7 @@ def summarisation_curve(features: Any, labels: Any, test_features: Any, test_lab
             mask[order[:int(round(fraction * len(labels)))]] = 0.0
             keys.append((strategy, repeat, float(fraction)))
             masks.append(mask)
-    network = FlatProbe(probe, features.shape[1], n_classes, hidden, seed)
-    jac = linearize(network, torch.tensor(features)).jac
-    lr = 1.0 / float(torch.linalg.eigvalsh(jac @ jac.T)[-1])
+    lr = 1.0 / float(torch.linalg.eigvalsh(train.jac @ train.jac.T).max().cpu())
     trained = train_network_gd(network, torch.tensor(features), torch.tensor(np.eye(n_classes)[labels]),
                                torch.tensor(np.array(masks)), lr=lr, steps=train_steps,
                                eval_inputs=torch.tensor(test_features), chunk=64)
