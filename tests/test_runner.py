@@ -1,4 +1,7 @@
 """The one runner of LSI and SUI: chunks, resume, run identity, provenance schema."""
+import os
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +10,7 @@ import torch
 import lsi
 from core_data import blobs
 from lsi import runner
+from lsi.results import atomic_write_bytes
 from lsi.sui import compute_sui
 
 SCHEMA = {"measure", "identity", "options", "commit", "date", "device", "python", "versions", "n_samples",
@@ -116,3 +120,16 @@ def test_sui_module_identity_includes_the_weights():
     second = compute_sui(model, labels, inputs=x, l2=0.1, progress=False)
     with pytest.raises(ValueError, match="module of other weights"):
         runner.check_same_run([first, second])
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_an_atomic_write_gets_the_permissions_of_a_plain_one(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"values")
+        with open(tmp_path / "plain.bin", "wb") as handle:
+            handle.write(b"values")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode)
+    assert (tmp_path / "a.bin").read_bytes() == b"values"
