@@ -161,14 +161,21 @@ def _hover(data: pd.DataFrame, frame: pd.DataFrame, tooltip: list[str] | None, *
 def scatter(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
             log: bool = True, title: str = "", tooltip: list[str] | None = None,
             thumbnails: Callable[[int], Any] | None = None, texts: Callable[[int], str] | None = None,
-            dataset: str | None = None, key: str = "index") -> Figure:
+            dataset: str | None = None, key: str = "index", max_points: int | None = None,
+            seed: int = 0) -> Figure:
     """Scatter of two score columns (log-log by default), e.g. diag vs full-Hessian LSI.
 
     Zoom and pan with the mouse. ``tooltip`` lists columns shown on hover;
     with ``thumbnails=`` (position -> PIL image) or ``texts=`` (position ->
     str) and ``dataset=``, the hover also shows the sample itself (fetched by
-    the ``key`` column).
+    the ``key`` column). With ``max_points``, a larger frame is drawn as a
+    seeded uniform random sample of that many rows (``seed``), and the title
+    says so: the page stays light, and statistics belong to the caller's full data.
     """
+    if max_points is not None and len(frame) > max_points:
+        shown = np.sort(np.random.default_rng(seed).choice(len(frame), size=max_points, replace=False))
+        title = f"{title} ({max_points:,} of {len(frame):,} points drawn at random)".strip()
+        frame = frame.iloc[shown]
     data = frame[[x, y] + ([color] if color else [])].copy()
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     if log:

@@ -152,6 +152,19 @@ def test_strip_and_scatter_show_the_sample_on_hover(data, monkeypatch):
         plots.scatter(frame.assign(b=1.0), "lsi", "b", thumbnails=lambda i: None)
 
 
+def test_a_scatter_of_many_points_draws_a_seeded_sample_and_says_so():
+    frame = _table(20).assign(b=lambda t: t["lsi"] * 2)
+
+    def drawn(**options):
+        spec = plots.scatter(frame, "lsi", "b", title="LSI", **options).chart.to_dict()
+        return [row["lsi"] for row in next(iter(spec["datasets"].values()))], spec["title"]
+
+    values, title = drawn(max_points=7)
+    assert len(values) == 7 and set(values) <= set(frame["lsi"]) and title == "LSI (7 of 20 points drawn at random)"
+    assert drawn(max_points=7) == (values, title) and drawn(max_points=7, seed=1)[0] != values
+    assert drawn(max_points=20) == (list(frame["lsi"]), "LSI") == drawn()
+
+
 def test_strip_noise_drops_progress_bars_and_keeps_real_messages(tmp_path):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
