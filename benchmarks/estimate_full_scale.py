@@ -22,9 +22,9 @@ multiply-add):
 Assumed rates: an H100 SXM's float64 tensor-core peak (67 TFLOP/s, NVIDIA's
 data sheet) at ``--efficiency`` of it (default 40%: the batched engine reaches
 22-43% of this machine's GEMM peak in benchmarks/results/core.json and
-core_scaling.json, and its converged tier 2-3x its FLOP floor in core_rows.json); a 4-GPU node is 4 such GPUs with one chunk stream each
-(``lsi compute --ray``), the driver's full-data fit (one factorisation) not
-parallelised. Softmax and memory passes are not counted, so the estimates are
+core_scaling.json, and its converged tier 2-3x its FLOP floor in core_rows.json);
+a 4-GPU node is 4 such GPUs with one chunk stream each (``lsi compute --ray``),
+the driver's full-data fit (one factorisation) not parallelised. Softmax and memory passes are not counted, so the estimates are
 lower bounds for the engine, not promises. Writes
 ``benchmarks/results/full_scale_estimate.json``.
 """

@@ -96,14 +96,14 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict, dict]:
     """Features, labels, ids, the data's provenance, and per-sample columns a corruption adds."""
-    if args.corruption is not None and (args.features is not None or args.extractor is None
-                                        and args.dataset == "digits"):
+    embedded_digits = args.dataset == "digits" and args.extractor is None
+    if args.corruption is not None and (args.features is not None or embedded_digits):
         raise ValueError("--corruption needs --dataset with cached encoder features (not --features, not the "
                          "embedded digits pixels); corrupt an .npz file's labels before saving it instead.")
     if args.features is not None:
         X, y, ids = load_npz(args.features)
         return X, y, ids, {"source": str(args.features)}, {}
-    if args.dataset == "digits" and args.extractor is None:
+    if embedded_digits:
         from lsi.data import digits_pixels
         X, y, ids = digits_pixels()
         return X, y, ids, {"source": "lsi.data.digits_pixels (sklearn digits, uint8 pixels / 255)"}, {}
