@@ -34,7 +34,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
 import lsi
-from lsi import analysis, training
+from lsi import stats, training
 from lsi.data import stratified_positions
 from lsi.features import extract_features
 from lsi.probes import make_probe
@@ -55,7 +55,7 @@ def main() -> None:
 
     fs = extract_features("cifar10", "efficientnet_lite0", limit=5000, seed=0, progress=False)
     keep = stratified_positions(fs.labels, args.n, seed=0)
-    X, y = analysis.principal_components(fs.features[keep], args.dim), fs.labels[keep]
+    X, y = stats.principal_components(fs.features[keep], args.dim), fs.labels[keep]
     n, wd = len(y), args.weight_decay
 
     started = time.perf_counter()

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .analysis import bootstrap_interval, separation, tail_summary
+from lsi.stats import bootstrap_interval, separation, tail_summary
 
 YES, PARTLY, NO = "yes", "partly", "no"
 
@@ -136,7 +136,7 @@ def _fmt(value: float) -> str:
 def long_tail(values: Sequence[float]) -> Verdict:
     """Is the distribution of ``values`` long-tailed, i.e. heavier-tailed than an exponential?
 
-    Two measures of :func:`lsi.analysis.tail_summary`, each against the
+    Two measures of :func:`lsi.stats.tail_summary`, each against the
     exponential distribution's value: the share of the total held by the top
     10% (:data:`EXPONENTIAL_TOP10_SHARE`) and p99/median
     (:data:`EXPONENTIAL_P99_OVER_MEDIAN`). Both above: yes; one: partly; none: no.
@@ -180,7 +180,7 @@ def separates(scores: Sequence[float], positive: Sequence[bool], *, what: str = 
 def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
     """Are the groups' medians in the order given by ``groups`` (lowest first)?
 
-    Each median gets a bootstrap interval (:func:`lsi.analysis.bootstrap_interval`,
+    Each median gets a bootstrap interval (:func:`lsi.stats.bootstrap_interval`,
     :data:`CONFIDENCE`). yes: the medians follow the order and neighbouring
     intervals are disjoint. partly: the medians follow the order but some
     neighbouring intervals overlap. no: some pair is inverted; the detail

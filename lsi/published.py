@@ -34,8 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .publish import PUBLISHED_KEY
-from .results import METADATA_KEY, atomic_write_bytes
+from lsi.results import METADATA_KEY, PUBLISHED_KEY, atomic_write_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDER = REPO / "published"
@@ -134,7 +133,7 @@ def record_of(path: str | Path) -> tuple[pd.DataFrame, dict]:
     """Rows and a provenance record (without name, setting and hash) of a result table.
 
     ``path`` is a chapter's score table (metadata ``lsi.published``, from
-    :func:`lsi.publish.publish_scores`) or an ``lsi compute``/``lsi merge``
+    :func:`lsi.book.chapter_data.publish_scores`) or an ``lsi compute``/``lsi merge``
     output (metadata ``lsi``).
     """
     arrow = pq.read_table(path)

@@ -18,6 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"lsi"
+"""Parquet schema-metadata key of a result table's run identity and provenance."""
+PUBLISHED_KEY = b"lsi.published"
+"""Parquet schema-metadata key of a score table a book chapter publishes for readers."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

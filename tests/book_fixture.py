@@ -14,7 +14,8 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from lsi import book, publish
+from lsi import book
+from lsi.book import chapter_data as publish
 
 CELLS = [
     ("profile = \"ci\"\nn_train = 200", ["parameters"]),

@@ -23,8 +23,8 @@ class CiBook:
 def ci_book(tmp_path_factory) -> CiBook:
     """The chapters at ``ci`` and the book built from them, once per test session.
 
-    Shared by ``tests/test_book.py`` (no error cells, the site builds) and
-    ``tests/test_pdf.py`` (the printable book), so that the chapters run only
+    Shared by ``tests/book/test_book.py`` (no error cells, the site builds) and
+    ``tests/book/test_pdf.py`` (the printable book), so that the chapters run only
     once. ``LSI_CI_CHAPTERS=<dir>`` reuses notebooks executed at ``ci`` before
     (``<dir>/<chapter>.ipynb``) instead of running them.
     """

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lsi import claims
-from lsi.analysis import bootstrap_interval
+from lsi.stats import bootstrap_interval
 
 
 def test_verdict_requires_a_detail_unless_yes():

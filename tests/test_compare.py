@@ -11,7 +11,8 @@ from sklearn.model_selection import StratifiedKFold
 
 import lsi
 from core_data import blobs
-from lsi import compare
+from lsi import compare, stats
+from lsi.experiments import label_noise
 from lsi.corruptions import flip_labels
 
 WD = 0.01
@@ -209,19 +210,19 @@ def _feature_set(n=90, d=6, classes=3, seed=0):
 
 def test_noisy_set_flips_a_stratified_subset():
     fs = _feature_set()
-    setting = compare.noisy_set("blobs", fs, noise="flip:0.2", n=60, feature_dim=3, seed=1)
+    setting = label_noise.noisy_set("blobs", fs, noise="flip:0.2", n=60, feature_dim=3, seed=1)
     assert setting.features.shape == (60, 3) and setting.wrong.sum() == 12
     clean = fs.labels[setting.positions]
     np.testing.assert_array_equal(setting.labels != clean, setting.wrong)
     np.testing.assert_array_equal(np.bincount(clean), [20, 20, 20])
     np.testing.assert_array_equal(setting.ids, fs.ids[setting.positions])
     with pytest.raises(ValueError, match="noise='blur'"):
-        compare.noisy_set("blobs", fs, noise="blur")
+        label_noise.noisy_set("blobs", fs, noise="blur")
 
 
 def test_detect_adds_the_setting_to_the_detection_table():
-    setting = compare.noisy_set("blobs", _feature_set(), noise="flip:0.1", seed=0)
-    table, summary = compare.detect(setting, ["loss"], bootstrap=50)
+    setting = label_noise.noisy_set("blobs", _feature_set(), noise="flip:0.1", seed=0)
+    table, summary = label_noise.detect(setting, ["loss"], bootstrap=50)
     assert list(summary.index) == ["loss"] and summary.loc["loss", "setting"] == "blobs"
     assert summary.loc["loss", "n"] == 90 and summary.loc["loss", "noise_rate"] == pytest.approx(9 / 90)
     assert summary.loc["loss", "auroc"] == pytest.approx(compare.detection(table, setting.wrong).loc["loss", "auroc"])
@@ -248,20 +249,20 @@ def test_paired_differences_are_zero_for_equal_scores_and_positive_for_a_better_
 
 def test_class_positions_renumber_in_the_given_order():
     labels = np.array([5, 3, 7, 3, 5, 7, 3, 5, 1])
-    rows, renumbered = compare.class_positions(labels, [7, 3, 5])
+    rows, renumbered = label_noise.class_positions(labels, [7, 3, 5])
     np.testing.assert_array_equal(rows, [0, 1, 2, 3, 4, 5, 6, 7])
     np.testing.assert_array_equal(renumbered, [2, 1, 0, 1, 2, 0, 1, 2])
-    rows, _ = compare.class_positions(labels, [3, 5], n=4, seed=0)
+    rows, _ = label_noise.class_positions(labels, [3, 5], n=4, seed=0)
     assert len(rows) == 4 and set(labels[rows]) == {3, 5}
 
 
 def test_project_uses_the_training_components_for_both():
-    from lsi.analysis import principal_components
+    from lsi.stats import principal_components
     X, _ = blobs(40, 6, 2)
-    train, test = compare.project(X, X[:5], 3)
+    train, test = stats.principal_projection(X, X[:5], 3)
     np.testing.assert_allclose(train, principal_components(X, 3), atol=1e-10)
     np.testing.assert_allclose(test, train[:5], atol=1e-10)
-    assert compare.project(X, X[:5], 0)[0] is not None and compare.project(X, X[:5], 0)[0].shape == (40, 6)
+    assert stats.principal_projection(X, X[:5], 0)[0] is not None and stats.principal_projection(X, X[:5], 0)[0].shape == (40, 6)
 
 
 def test_raw_restores_the_packages_signs(flipped_problem):
@@ -274,7 +275,7 @@ def test_raw_restores_the_packages_signs(flipped_problem):
 
 def test_trak_and_lsi_reports_the_raw_test_averaged_trak():
     train, test = _feature_set(90), _feature_set(30, seed=5)
-    frame = compare.trak_and_lsi(train, test, n=60, n_test=15, feature_dim=4, solver="newton-step",
+    frame = label_noise.trak_and_lsi(train, test, n=60, n_test=15, feature_dim=4, solver="newton-step",
                                  trak_proj_dim=16)
     assert list(frame.columns) == ["index", "id", "label", "lsi", "trak"] and len(frame) == 60
     assert frame.attrs["lsi"]["n_test"] == 15 and (frame["lsi"] > 0).all()
@@ -289,7 +290,7 @@ def test_load_features_reports_missing_data(monkeypatch):
         raise SourceUnavailableError("imagenette (train) is not available: no local copy")
 
     monkeypatch.setattr(lsi.features, "extract_features", unavailable)
-    features, reason = compare.load_features("imagenette")
+    features, reason = label_noise.load_features("imagenette")
     assert features is None and "skipped" in reason and "no local copy" in reason
 
 
@@ -302,6 +303,6 @@ def test_each_method_is_charged_the_shared_fit():
 
 def test_load_benchmark_reads_json_or_says_what_to_run(tmp_path):
     (tmp_path / "b.json").write_text('{"speedup_per_model": 3.5}')
-    assert compare.load_benchmark(tmp_path / "b.json") == ({"speedup_per_model": 3.5}, None)
-    result, reason = compare.load_benchmark(tmp_path / "missing.json")
+    assert label_noise.load_benchmark(tmp_path / "b.json") == ({"speedup_per_model": 3.5}, None)
+    result, reason = label_noise.load_benchmark(tmp_path / "missing.json")
     assert result is None and "run the benchmark script" in reason

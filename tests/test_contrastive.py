@@ -125,7 +125,7 @@ def test_caption_agreement_is_the_mean_cosine_to_the_other_captions():
 def test_caption_gallery_shows_each_pick():
     from PIL import Image
 
-    from lsi import plots
+    from lsi.book import plots
     picks = pd.DataFrame({"index": [0, 1], "lsi": [0.1, 2.0], "end": ["lowest", "highest"]})
     out = plots.caption_gallery(picks, lambda i: Image.new("RGB", (30, 20), "red"), lambda i: f"caption <{i}>")
     assert out.data.count("<img") == 2 and "caption &lt;1&gt;" in out.data and "highest" in out.data

@@ -11,7 +11,7 @@ import lsi
 from core_data import blobs
 from lsi import published
 from lsi.cli import main
-from lsi.publish import publish_scores
+from lsi.book.chapter_data import publish_scores
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_take_it_away_names_the_published_value_of_a_chapter_table(tmp_path, mon
     import nbformat
 
     from lsi import book
-    from lsi.publish import published_tables
+    from lsi.book.chapter_data import published_tables
 
     X, y = blobs(20, 3, 2)
     monkeypatch.setenv("LSI_BOOK_DATA", str(tmp_path / "data"))

@@ -131,7 +131,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _pdf(args: argparse.Namespace) -> int:
-    from lsi import pdf
+    from lsi.book import pdf
 
     build_out = _default_out(args.profile)
     target = args.out or build_out / "book.pdf"

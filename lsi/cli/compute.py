@@ -138,11 +138,11 @@ def executor(args):
 
 
 def project(X: np.ndarray, components: int, source: dict) -> tuple[np.ndarray, dict]:
-    """``X`` on its top ``components`` principal components (:func:`lsi.analysis.principal_components`;
+    """``X`` on its top ``components`` principal components (:func:`lsi.stats.principal_components`;
     0 keeps ``X``), with the projection recorded in the data's provenance."""
     if components == 0:
         return X, source
-    from lsi.analysis import principal_components
+    from lsi.stats import principal_components
     return principal_components(X, components), {**source, "principal_components": components}
 
 

@@ -119,7 +119,7 @@ def summarisation_curve(features: Any, labels: Any, test_features: Any, test_lab
     ``largest class share`` among the kept samples (unless ``stratified``, removal
     is not stratified); ``attrs`` hold ``lr`` and the SUI ``ranking``.
     """
-    from lsi.analysis import accuracy
+    from lsi.stats import accuracy
 
     from .reference import train_network_gd
 

@@ -1,7 +1,7 @@
-"""The printable book: ``lsi.pdf`` prints the built site with headless Chromium and joins the pages.
+"""The printable book: ``lsi.book.pdf`` prints the built site with headless Chromium and joins the pages.
 
 The slow test prints the book built from the chapters at the ``ci`` profile
-(the ``ci_book`` fixture of tests/conftest.py, shared with tests/test_book.py,
+(the ``ci_book`` fixture of tests/conftest.py, shared with tests/book/test_book.py,
 so no chapter runs twice) and checks that every page of the toc is in the PDF
 in order, under its own bookmark, with its title in its text; that every
 chart and gallery of every chapter is printed and not blank; and that the
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lsi import pdf
+from lsi.book import pdf
 
 needs_chromium = pytest.mark.skipif(not pdf.CHROMIUM.exists(),
                                     reason="Debian chromium is not installed (apt-get install -y chromium)")

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 import lsi
-from lsi import analysis, plots
+from lsi import stats
+from lsi.book import plots
 from lsi.data import load_dataset, select_classes
 from lsi.provenance import run_record
 
@@ -14,7 +15,7 @@ def test_compare_tiers_aligns_on_index_and_matches_agreement():
     ref.attrs["lsi"] = {"wall_time_s": 8.0, "full_data_grad_norm": 1e-12}
     sub = pd.DataFrame({"index": [3, 1], "lsi": [4.4, 1.8]})
     sub.attrs["lsi"] = {"wall_time_s": 1.0, "full_data_grad_norm": 1e-3}
-    table = analysis.compare_tiers({"sub": sub, "ref": ref}, ref).set_index("solver")
+    table = stats.compare_tiers({"sub": sub, "ref": ref}, ref).set_index("solver")
     assert table.loc["sub", "samples scored"] == 2 and table.loc["sub", "seconds per sample"] == 0.5
     assert table.loc["sub", "median_rel_error"] == pytest.approx(np.median([0.1, 0.1]))
     assert table.loc["sub", "max_rel_error"] == pytest.approx(0.1)
@@ -23,7 +24,7 @@ def test_compare_tiers_aligns_on_index_and_matches_agreement():
 
 def test_disagreements_pick_high_by_one_and_low_by_the_other():
     scores = pd.DataFrame({"id": np.arange(8), "a": [8, 7, 6, 5, 4, 3, 2, 1], "b": [1, 2, 3, 4, 5, 6, 8, 7]})
-    table = analysis.disagreements(scores, "a", "b", k=2)
+    table = stats.disagreements(scores, "a", "b", k=2)
     high_a = table[table["class"] == "high a, low b"]
     assert list(high_a["id"]) == [0, 1] and list(high_a["rank"]) == [0, 1]
     assert list(table[table["class"] == "high b, low a"]["id"]) == [6, 7]

@@ -29,10 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .results import atomic_write_bytes
+from lsi.book.profiles import REPO
+from lsi.results import PUBLISHED_KEY, atomic_write_bytes
 
-REPO = Path(__file__).resolve().parent.parent
-PUBLISHED_KEY = b"lsi.published"
 THUMB_SIZE = 48
 TEXT_CHARS = 300
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -94,7 +93,7 @@ def publish_scores(table: pd.DataFrame, *, chapter: str, name: str, dataset: str
     if corrupted is not None:
         flags = frame[corrupted] if isinstance(corrupted, str) else corrupted
         frame["corrupted"] = np.asarray(flags, dtype=bool)
-    from .provenance import run_record
+    from lsi.provenance import run_record
 
     record = run_record("cpu")
     info = {"chapter": chapter, "name": name, "dataset": dataset, "score": score,

@@ -6,6 +6,8 @@ notebooks hold narrative and calls only.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -221,3 +223,15 @@ def principal_components(features: np.ndarray, dim: int) -> np.ndarray:
     if dim > min(features.shape):
         raise ValueError(f"dim={dim} exceeds min(n_samples, n_features)={min(features.shape)}.")
     return PCA(n_components=dim, svd_solver="full").fit_transform(features)
+
+
+def principal_projection(train: Any, test: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``train`` and ``test`` features on the top ``dim`` principal components of ``train``
+    (as :func:`principal_components`; ``dim <= 0`` keeps all features)."""
+    from sklearn.decomposition import PCA
+
+    train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
+    if dim <= 0 or dim >= train.shape[1]:
+        return train, test
+    pca = PCA(n_components=dim, svd_solver="full").fit(train)
+    return pca.transform(train), pca.transform(test)

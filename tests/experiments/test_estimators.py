@@ -1,4 +1,4 @@
-"""KL from samples vs the closed form (lsi.estimators)."""
+"""KL from samples vs the closed form (lsi.experiments.estimators)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import lsi
-from lsi import estimators as est
+from lsi.experiments import estimators as est
 
 
 def test_gaussian_kl_full_equals_diagonal_and_monte_carlo():

@@ -12,7 +12,7 @@ built book.
 Scatter and strip plots can show each sample on hover: pass ``thumbnails=``
 (position -> PIL image) or ``texts=`` (position -> str) and ``dataset=``;
 the thumbnails are written once per sample to the book's data folder (see
-:mod:`lsi.publish`) and the tooltip shows them with the sample's label, score
+:mod:`lsi.book.chapter_data`) and the tooltip shows them with the sample's label, score
 and rank.
 """
 from __future__ import annotations
@@ -137,16 +137,16 @@ def _hover(data: pd.DataFrame, frame: pd.DataFrame, tooltip: list[str] | None, *
              if pd.api.types.is_float_dtype(frame[name]) else alt.Tooltip(f"{name}:N")
              for name in fields]
     if thumbnails is not None or texts is not None:
-        from . import publish
+        from lsi.book import chapter_data
 
         if not dataset:
             raise ValueError("thumbnails=/texts= need dataset= (the data set's registered name).")
         if key not in frame or "id" not in frame:
             raise ValueError(f"thumbnails=/texts= need the columns 'id' and {key!r} in the frame.")
         chapter = os.environ.get("LSI_BOOK_CHAPTER", "notebook")
-        publish.publish_thumbnails(chapter, dataset, frame["id"], frame[key], images=thumbnails, texts=texts)
+        chapter_data.publish_thumbnails(chapter, dataset, frame["id"], frame[key], images=thumbnails, texts=texts)
         if thumbnails is not None:
-            data["image"] = [publish.thumb_path(dataset, i) for i in frame["id"]]
+            data["image"] = [chapter_data.thumb_path(dataset, i) for i in frame["id"]]
             items.insert(0, alt.Tooltip("image:N"))
         else:
             snippets = {}
@@ -280,7 +280,7 @@ def image_gallery(extremes: pd.DataFrame, images: Mapping[Any, Any] | Callable[[
 
     ``extremes`` has columns ``class``, ``end`` (``"lowest"``/``"highest"``),
     ``rank``, ``id``, ``index`` and the ``score`` column (as from
-    :func:`lsi.analysis.extremes`); ``images`` maps the ``key`` column (a sample
+    :func:`lsi.stats.extremes`); ``images`` maps the ``key`` column (a sample
     id, or its row ``index``) to a PIL image, or is a callable doing so (e.g.
     ``dataset.image``). ``score_name`` labels the two halves (default: ``LSI``
     for ``score="lsi"``, else the column name).

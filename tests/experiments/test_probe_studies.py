@@ -84,11 +84,11 @@ def test_availability_says_how_to_get_missing_data(tmp_path, monkeypatch):
 
 
 def test_separation_by_group_matches_separation_inside_each_group():
-    from lsi import analysis
+    from lsi import stats
 
     frame = pd.DataFrame({"lsi": [1, 2, 3, 10, 5, 6, 7, 1], "flipped": [0, 0, 0, 1, 0, 0, 1, 1],
                           "label": [0, 0, 0, 0, 1, 1, 1, 1]}).astype({"flipped": bool})
-    table = analysis.separation_by(frame, "flipped", "label", names=["a", "b"])
+    table = stats.separation_by(frame, "flipped", "label", names=["a", "b"])
     assert table.loc["a", "auroc"] == 1.0 and table.loc["a", "above_max_negative"] == 1.0
     assert table.loc["b", "auroc"] == 0.5 and table.loc["b", "above_max_negative"] == 0.5
 

@@ -1,5 +1,5 @@
 """Published scores, the explorer's data, interactive figures, the generated "Take it away" and the runner's
-noise filter and progress (issue 16). The browser side is in tests/test_browser.py."""
+noise filter and progress (issue 16). The browser side is in tests/book/test_browser.py."""
 from __future__ import annotations
 
 import io
@@ -15,7 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from lsi import book, plots, publish
+from lsi import book
+from lsi.book import chapter_data as publish, plots
 
 
 @pytest.fixture()

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from lsi import corruptions, networks, training
-from lsi.analysis import bootstrap_interval
+from lsi.stats import bootstrap_interval
 from lsi.api import compute_lsi
 from lsi.data import stratified_positions
 from lsi.probes import LinearProbe

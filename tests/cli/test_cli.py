@@ -32,7 +32,7 @@ def test_components_score_the_principal_components(features_file, tmp_path):
     out = tmp_path / "R.parquet"
     assert _run("compute", "--features", features_file, "--components", "2", "--out", out, "--quiet") == 0
     X, y = blobs(40, 3, 3)
-    expected = lsi.compute_lsi(lsi.analysis.principal_components(X, 2), y, progress=False)
+    expected = lsi.compute_lsi(lsi.stats.principal_components(X, 2), y, progress=False)
     table = lsi.load_table(out)
     np.testing.assert_array_equal(table["lsi"].to_numpy(), expected["lsi"].to_numpy())
     assert table.attrs["lsi"]["data"]["principal_components"] == 2

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from lsi import corruptions
-from lsi.analysis import agreement
+from lsi.stats import agreement
 from lsi.sui import compute_sui, compute_sui_linearized, linearize, removal_order
-from lsi.sui.experiments import detection_over_time, information_over_time, source_table, stable_lr
+from lsi.experiments.sui import detection_over_time, information_over_time, source_table, stable_lr
 from lsi.sui.linearize import project
 
 
@@ -208,7 +208,7 @@ def test_summarisation_variants_stack_and_reuse_rankings():
 
 
 def test_detection_over_time_scores_the_last_time_and_every_auroc():
-    from lsi.analysis import separation
+    from lsi.stats import separation
 
     model, (x, y) = _mlp(), _data()
     lin = linearize(model, x)

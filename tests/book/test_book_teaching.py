@@ -6,7 +6,7 @@ convention of EXERCISES.md (``{exercise}``, gated ``{solution-start}`` /
 ``{solution-end}`` with code cells between, ``:class: dropdown``), with
 warnings as errors, and checks that the solution holds its code and outputs
 and is marked to be folded by sphinx-togglebutton. That solutions really
-unfold on a click is checked in a browser by ``tests/test_browser.py``.
+unfold on a click is checked in a browser by ``tests/book/test_browser.py``.
 """
 from __future__ import annotations
 

@@ -17,18 +17,17 @@ and the frozen trunk's activations, so the expensive trunk runs once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lsi.analysis import agreement, separation
+from lsi.stats import agreement, separation
 from lsi.data import stratified_positions
 
-from .api import compute_sui_linearized
-from .linearize import Linearization, linearize
-from .reference import loo_network_gd, retraining_information, train_network_gd
+from lsi.sui.api import compute_sui_linearized
+from lsi.sui.linearize import Linearization, linearize
+from lsi.sui.reference import loo_network_gd, retraining_information, train_network_gd
 
 MEASURES = ("sui_weight", "sui_functional")
 

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lsi import analysis, book, plots
+from lsi import book, stats
+from lsi.book import plots
 from lsi.cli import main
 
 
@@ -92,7 +93,7 @@ def test_unreachable_data_skips_and_keeps_published_output(tmp_path, monkeypatch
     published = tmp_path / "published"
     published.mkdir()
     (published / "cifar10.ipynb").write_text("{}")
-    monkeypatch.setattr(book, "PUBLISHED", published)
+    monkeypatch.setattr(book.run, "PUBLISHED", published)  # where the runner looks for published chapters
     monkeypatch.delenv("LSI_DATA", raising=False)
     report = book.run_chapter(chapters["cifar10"], "ci", out=tmp_path / "out")
     assert report.status == "skipped" and "LSI_DATA is not set" in report.message
@@ -105,7 +106,7 @@ def test_unreachable_data_skips_and_keeps_published_output(tmp_path, monkeypatch
 
 def test_toc_is_restricted_to_chapters_present():
     toc = yaml.safe_load((book.REPO / "_toc.yml").read_text())
-    kept = book._restrict_toc(toc, {"lsi_from_scratch"})
+    kept = book.site.restrict_toc(toc, {"lsi_from_scratch"})
     files = [c["file"] for part in kept["parts"] for c in part["chapters"]]
     assert [f for f in files if f.startswith("book/chapters/")] == ["book/chapters/lsi_from_scratch"]
     assert "book/teaching" in files and "book/glossary" in files  # pages other than chapters stay
@@ -132,7 +133,7 @@ def test_image_gallery_is_a_png_of_the_real_images():
 
     scores = pd.DataFrame({"index": range(8), "id": range(8), "label": [0, 0, 0, 0, 1, 1, 1, 1],
                            "lsi": np.arange(1, 9, dtype=float)})
-    extremes = analysis.extremes(scores, k=2, names=["red", "blue"])
+    extremes = stats.extremes(scores, k=2, names=["red", "blue"])
     colours = {i: Image.new("RGB", (8, 8), (255, 0, 0) if i < 4 else (0, 0, 255)) for i in range(8)}
     png = plots.image_gallery(extremes, colours, size=16)
     import io
@@ -144,7 +145,7 @@ def test_image_gallery_is_a_png_of_the_real_images():
 def test_extremes_pick_lowest_and_highest_per_class():
     scores = pd.DataFrame({"index": range(6), "id": list("abcdef"), "label": [0, 0, 0, 1, 1, 1],
                            "lsi": [3.0, 1.0, 2.0, 5.0, 9.0, 7.0]})
-    ext = analysis.extremes(scores, k=1)
+    ext = stats.extremes(scores, k=1)
     picked = {(row["class"], row["end"]): row["id"] for _, row in ext.iterrows()}
     assert picked == {(0, "lowest"): "b", (0, "highest"): "a", (1, "lowest"): "d", (1, "highest"): "e"}
 
@@ -152,13 +153,13 @@ def test_extremes_pick_lowest_and_highest_per_class():
 def test_separation_and_agreement_against_hand_counts():
     scores = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
     positive = np.array([False, True, False, False, True])
-    sep = analysis.separation(scores, positive)
+    sep = stats.separation(scores, positive)
     # pairs (pos, neg) with pos > neg: 2>1, 10>1, 10>3, 10>4 -> 4 of 6
     assert sep["auroc"] == pytest.approx(4 / 6)
     assert sep["above_max_negative"] == 0.5 and sep["median_ratio"] == pytest.approx(6.0 / 3.0)
-    same = analysis.agreement(scores, scores)
+    same = stats.agreement(scores, scores)
     assert same["spearman"] == pytest.approx(1.0) and same["max_rel_error"] == 0.0
-    flat = analysis.tail_summary(np.ones(100))
+    flat = stats.tail_summary(np.ones(100))
     assert flat["top10_share"] == pytest.approx(0.1) and flat["iqr_log10"] == 0.0
 
 
@@ -167,16 +168,16 @@ def test_worked_example_kl_matches_the_closed_form():
     r = p1 / p0
     expected_cov = 0.5 * np.sum(r - 1 - np.log(r))
     expected_mean = 0.5 * np.sum(p1 * (m1 - m0) ** 2)
-    kl = analysis.gaussian_kl_diag(m0, p0, m1, p1)
+    kl = stats.gaussian_kl_diag(m0, p0, m1, p1)
     assert kl["cov_term"] == pytest.approx(expected_cov, rel=1e-12)
     assert kl["mean_term"] == pytest.approx(expected_mean, rel=1e-12)
     tiny = np.full(1000, 1000.0)
     close = tiny.copy()
     close[:10] -= 0.01
     exact = 10 * 0.5 * ((1e-5) ** 2 / 2 + (1e-5) ** 3 / 3)  # d - log1p(d) series, d = -1e-5
-    assert analysis.gaussian_kl_diag(np.zeros(1000), tiny, np.zeros(1000), close)["cov_term"] == \
+    assert stats.gaussian_kl_diag(np.zeros(1000), tiny, np.zeros(1000), close)["cov_term"] == \
         pytest.approx(exact, rel=1e-9)
-    assert abs(analysis.naive_cov_term(tiny, close, "float32") - exact) > 100 * exact
+    assert abs(stats.naive_cov_term(tiny, close, "float32") - exact) > 100 * exact
 
 
 @pytest.mark.slow

@@ -1,0 +1,249 @@
+"""Executing chapters: papermill runs into a folder of executed chapters, skips, run records.
+
+A chapter is executed with papermill and written atomically. A chapter whose data cannot be reached is
+*skipped and reported*, and its previously published output is kept. The scores a chapter publishes land
+beside the executed chapters (``book/data/<chapter>/``) only when the run succeeds, with ``runs.json``
+recording the wall time per profile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters, missing_data
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                # tqdm.auto warns at import when ipywidgets is absent; the chapters show no bars.
+                "PYTHONWARNINGS": "ignore:IProgress not found"}
+_QUIET_ENV = {"TQDM_DISABLE": "1",  # read by tqdm when the kernel imports it (not by this process's bars)
+              "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+              "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "TOKENIZERS_PARALLELISM": "false"}
+"""Silence library progress bars and chatter in the kernel, so they never reach a page."""
+NOISE = re.compile(r"(\d+%\|)|(\|\s*\d+/\d+\s*\[)|(^\s*(Loading weights|Loading checkpoint shards|"
+                   r"Fetching \d+ files|Warning: IProgress|huggingface/tokenizers: The current process))")
+"""A line of stderr that is library noise (progress bars, weight loading) rather than a message."""
+
+
+@dataclass
+class RunReport:
+    """What happened to one chapter in a run."""
+
+    chapter: str
+    status: str  # "executed", "skipped" or "failed"
+    output: Path | None
+    seconds: float = 0.0
+    message: str = ""
+
+    def __str__(self) -> str:
+        where = f" -> {self.output}" if self.output else ""
+        note = f": {self.message}" if self.message else ""
+        return f"{self.chapter:<18} {self.status:<8} {self.seconds:7.1f}s{where}{note}"
+
+
+class DirtyTreeError(RuntimeError):
+    """The repository has uncommitted changes, so a published chapter would record a commit it did not run."""
+
+
+def check_clean_tree(out: str | Path, *, allow_dirty: bool = False) -> list[str]:
+    """Refuse to publish into :data:`PUBLISHED` from a tree with modified tracked files.
+
+    A chapter records ``git describe``-style provenance; executed from a
+    modified tree it would say ``+dirty`` and point at no commit that
+    reproduces it. Other output folders (the ``ci`` runs, scratch builds) are
+    always allowed. Returns the modified files (empty when clean).
+    """
+    from lsi.provenance import modified_files
+
+    modified = modified_files(REPO) or []
+    publishing = Path(out).resolve() == PUBLISHED.resolve()
+    if modified and publishing and not allow_dirty:
+        shown = ", ".join(modified[:8]) + (" ..." if len(modified) > 8 else "")
+        raise DirtyTreeError(
+            f"The working tree has uncommitted changes ({shown}); a published chapter records the commit it "
+            f"ran on. Commit (or stash) them first, or pass allow_dirty=True (--allow-dirty) to publish a "
+            f"chapter whose provenance says +dirty.")
+    return modified
+
+
+def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None = None,
+                out: str | Path = PUBLISHED, progress: bool = False, *, allow_dirty: bool = False) -> RunReport:
+    """Execute one chapter into ``out/<name>.ipynb``; skip it if its data is unreachable.
+
+    A skipped chapter keeps the published output (notebook and published
+    scores): they are copied into ``out`` when ``out`` is not the published
+    folder itself. The scores the chapter publishes land in
+    ``data_dir(out)/<name>/`` only when the run succeeds, with ``runs.json``
+    recording the wall time per profile. ``progress`` shows a bar of the
+    cells executed, the time elapsed and the time left. Publishing into
+    :data:`PUBLISHED` needs a clean tree (:func:`check_clean_tree`), and a
+    chapter whose execution modifies tracked files (other than executed
+    chapters and published scores) fails: its recorded provenance would not match its commit.
+    """
+    import papermill
+
+    out = Path(out)
+    parameters = chapter.parameters(profile, overrides)
+    target = out / f"{chapter.name}.ipynb"
+    reason = missing_data(chapter)
+    if reason:
+        return _skip(chapter, target, reason)
+    modified_before = check_clean_tree(out, allow_dirty=allow_dirty)
+    out.mkdir(parents=True, exist_ok=True)
+    data = data_dir(out)
+    staging = data / f".staging-{chapter.name}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    fd, scratch = tempfile.mkstemp(dir=out, prefix=f".{chapter.name}.", suffix=".ipynb")
+    os.close(fd)
+    start = time.perf_counter()
+    env = {**OFFLINE_ENV, **_QUIET_ENV, "LSI_BOOK_DATA": str(staging), "LSI_BOOK_CHAPTER": chapter.name,
+           "LSI_BOOK_PROFILE": profile, "LSI_BOOK_PARAMETERS": json.dumps(parameters, default=str)}
+    env_before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        bar = {"desc": f"{chapter.name} [{profile}]", "unit": "cell", "leave": True} if progress else False
+        papermill.execute_notebook(str(chapter.notebook), scratch, parameters=parameters,
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=bar)
+    except Exception as error:  # papermill wraps the cell's exception
+        failed = Path(tempfile.gettempdir()) / f"lsi-book-failed-{chapter.name}.ipynb"
+        shutil.move(scratch, failed)
+        shutil.rmtree(staging, ignore_errors=True)
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        return RunReport(chapter.name, "failed", failed, time.perf_counter() - start,
+                         f"{first_line} (executed notebook kept at {failed})")
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    from lsi.provenance import modified_files
+
+    dirtied = sorted(set(modified_files(REPO) or []) - set(modified_before))
+    if dirtied:
+        failed = Path(tempfile.gettempdir()) / f"lsi-book-failed-{chapter.name}.ipynb"
+        shutil.move(scratch, failed)
+        shutil.rmtree(staging, ignore_errors=True)
+        return RunReport(chapter.name, "failed", failed, time.perf_counter() - start,
+                         f"executing the chapter modified tracked files ({', '.join(dirtied)}), so the "
+                         f"provenance it recorded does not match its commit; a chapter must write only "
+                         f"outside the repository's tracked files (executed notebook kept at {failed})")
+    seconds = time.perf_counter() - start
+    strip_noise(scratch)
+    os.chmod(scratch, 0o644)  # mkstemp creates files readable by the owner only
+    os.replace(scratch, target)
+    _install_data(chapter.name, staging, data, profile, seconds)
+    return RunReport(chapter.name, "executed", target, seconds)
+
+
+def _install_data(name: str, staging: Path, data: Path, profile: str, seconds: float) -> None:
+    """Replace the chapter's published scores by this run's, keeping the timing record."""
+    from lsi.provenance import git_commit
+
+    final = data / name
+    runs = read_runs(final)
+    produced = staging / name
+    if final.exists():
+        shutil.rmtree(final)
+    if produced.exists():
+        os.replace(produced, final)
+    final.mkdir(parents=True, exist_ok=True)
+    for path in final.iterdir():
+        os.chmod(path, 0o644)
+    shutil.rmtree(staging, ignore_errors=True)
+    runs[profile] = {"seconds": round(seconds, 1), "commit": git_commit(),
+                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record_run(final, runs)
+
+
+def read_runs(folder: str | Path) -> dict:
+    """The measured wall time of a chapter's runs, per profile (``runs.json``)."""
+    path = Path(folder) / "runs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record_run(folder: str | Path, runs: dict) -> None:
+    path = Path(folder) / "runs.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+
+
+def strip_noise(notebook: str | Path) -> int:
+    """Remove library noise (progress bars, weight loading) from stderr outputs; return lines dropped."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    dropped = 0
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = re.split(r"(?<=[\r\n])", output.get("text", ""))
+                clean = [line for line in lines if not NOISE.search(line)]
+                dropped += len(lines) - len(clean)
+                text = "".join(line for line in clean if line.strip("\r\n") or line == "\n")
+                if not text.strip():
+                    continue
+                output["text"] = text
+            kept.append(output)
+        if cell.cell_type == "code":
+            cell["outputs"] = kept
+    nbformat.write(nb, str(notebook))
+    return dropped
+
+
+def _skip(chapter: Chapter, target: Path, reason: str) -> RunReport:
+    published = PUBLISHED / f"{chapter.name}.ipynb"
+    if not published.is_file():
+        return RunReport(chapter.name, "skipped", None, 0.0,
+                         f"{reason}; no published output either, so it is left out of the book")
+    if target.resolve() != published.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(published, target)
+        scores = data_dir(PUBLISHED) / chapter.name
+        copy = data_dir(target.parent) / chapter.name
+        if scores.is_dir() and scores.resolve() != copy.resolve():
+            if copy.exists():
+                shutil.rmtree(copy)
+            shutil.copytree(scores, copy)
+    return RunReport(chapter.name, "skipped", target, 0.0,
+                     f"{reason}; keeping the published output")
+
+
+def run_book(profile: str = "book", out: str | Path = PUBLISHED,
+             chapters: dict[str, Chapter] | None = None, progress: bool = False, *,
+             allow_dirty: bool = False) -> list[RunReport]:
+    """Run every chapter at ``profile``, one after the other (refusing a dirty tree up front;
+    ``progress``: say what runs and what is left)."""
+    chapters = chapters or load_chapters()
+    check_clean_tree(out, allow_dirty=allow_dirty)
+    reports, names, start = [], list(chapters), time.perf_counter()
+    for number, chapter in enumerate(chapters.values(), 1):
+        if progress:
+            left = ", ".join(names[number:]) or "nothing"
+            print(f"[{number}/{len(names)}] {chapter.name} at {profile} "
+                  f"({time.perf_counter() - start:.0f}s elapsed; after it: {left})", flush=True)
+        report = run_chapter(chapter, profile, out=out, progress=progress, allow_dirty=allow_dirty)
+        print(report, flush=True)
+        reports.append(report)
+    return reports
+
+
+def error_cells(notebook: str | Path) -> list[str]:
+    """Error outputs in an executed notebook, as ``"cell N: ename: evalue"`` strings."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    errors = []
+    for number, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                errors.append(f"cell {number}: {output.get('ename')}: {output.get('evalue')}")
+    return errors
