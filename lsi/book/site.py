@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lsi.book import chapter_data
+from lsi.book import chapter_data, manual
 from lsi.book.pages import add_take_it_away, duration_words, time_to_learn, write_explorer_page
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters
 from lsi.book.run import OFFLINE_ENV
@@ -51,6 +51,7 @@ def build_site(chapters_dir: str | Path = PUBLISHED, out: str | Path = REPO / "_
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     substitutions = config.setdefault("parse", {}).setdefault("myst_substitutions", {})
     substitutions.update(teaching_substitutions(chapters_dir))
+    substitutions.update(manual.substitutions())
     (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     (stage / "book" / "chapters").mkdir(parents=True, exist_ok=True)
     for name in present:
