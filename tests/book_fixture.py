@@ -19,7 +19,7 @@ from lsi.book import chapter_data as publish
 
 CELLS = [
     ("profile = \"ci\"\nn_train = 200", ["parameters"]),
-    ("import os\nimport numpy as np\nfrom tqdm.auto import tqdm\nimport lsi\nfrom lsi import book, plots\n"
+    ("import os\nimport numpy as np\nfrom tqdm.auto import tqdm\nimport lsi\nfrom lsi import book\nfrom lsi.book import plots\n"
      "from lsi.data import load_dataset", []),
     ("ds = load_dataset(\"digits\", \"train\", limit=n_train, seed=0)\n"
      "X = ds.features.reshape(len(ds), -1) / 16.0 if hasattr(ds, 'features') else "
