@@ -43,7 +43,9 @@ rule                          yes when
 :class:`Claim` pairs a paper's claim with the run's numbers, the verdict and
 the solver tier that produced the numbers; :func:`box` renders claims as the
 chapter's claim box and :func:`summary` turns them into the chapter's
-generated summary.
+generated summary. The box also stores its claims as data (:meth:`Claim.to_dict`)
+in its output's metadata under :data:`CLAIMS_METADATA`, which the book's
+reproduction report reads (:mod:`lsi.book.reproduction`).
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ import numpy as np
 from lsi.stats import bootstrap_interval, separation, tail_summary
 
 YES, PARTLY, NO = "yes", "partly", "no"
+
+CLAIMS_METADATA = "lsi.claims"
+"""Key of the claims, as :meth:`Claim.to_dict` records, in the metadata of a claim box's output."""
 
 EXPONENTIAL_TOP10_SHARE = 0.1 * (1 + math.log(10))
 """Share of the total held by the top 10% of an exponential distribution (0.330).
@@ -127,6 +132,16 @@ class Claim:
     verdict: Verdict
     tier: str = ""
     """The solver tier behind the numbers (``converged``, ``newton-step``, ``gd``, ...), if any."""
+
+    def to_dict(self) -> dict:
+        """The claim as plain data: ``claim``, ``ours``, ``tier`` and ``verdict`` (``status``, ``detail``, ``rule``)."""
+        return {"claim": self.claim, "ours": self.ours, "tier": self.tier,
+                "verdict": {"status": self.verdict.status, "detail": self.verdict.detail, "rule": self.verdict.rule}}
+
+    @classmethod
+    def from_dict(cls, record: Mapping) -> Claim:
+        """The claim of a :meth:`to_dict` record."""
+        return cls(record["claim"], record["ours"], Verdict(**record["verdict"]), record.get("tier", ""))
 
 
 def _fmt(value: float) -> str:
@@ -430,7 +445,10 @@ def beats(differences: Sequence[float], *, what_a: str, what_b: str, metric: str
 
 
 def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
-    """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict."""
+    """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict.
+
+    The claims are also stored as data, in the output's metadata under :data:`CLAIMS_METADATA`.
+    """
     from IPython.display import HTML
 
     colour = {YES: "#1b7837", PARTLY: "#b35806", NO: "#b2182b"}
@@ -447,7 +465,8 @@ def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
         f"<div class='admonition important'><p class='admonition-title'>{html.escape(title)}</p>"
         f"<table class='lsi-table'><thead><tr><th>paper</th><th>this run</th><th>tier</th>"
         f"<th>reproduced?</th></tr></thead><tbody>{body}</tbody></table>"
-        f"<p><small>Rules and thresholds: <code>lsi.claims</code>.</small></p></div>")
+        f"<p><small>Rules and thresholds: <code>lsi.claims</code>.</small></p></div>",
+        metadata={CLAIMS_METADATA: [c.to_dict() for c in claims]})
 
 
 def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = "the paper's"):
@@ -470,7 +489,7 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = 
     return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
 
 
-__all__ = ["BREAKDOWN_FACTOR", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
+__all__ = ["BREAKDOWN_FACTOR", "CLAIMS_METADATA", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
            "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
            "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
            "approximates", "beats", "best", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail",

@@ -3,7 +3,14 @@
 A chapter is executed with papermill and written atomically. A chapter whose data cannot be reached is
 *skipped and reported*, and its previously published output is kept. The scores a chapter publishes land
 beside the executed chapters (``book/data/<chapter>/``) only when the run succeeds, with ``runs.json``
-recording the wall time per profile.
+recording per profile the wall time, commit, date, machine and the chapter's fingerprint
+(:mod:`lsi.book.fingerprint`). :func:`run_stale` executes only the chapters whose fingerprint changed.
+
+Nothing is lost on a crash: the executed notebook and ``runs.json`` are written beside their target and
+renamed over it (``os.replace``, then the folder is fsynced), and a chapter's data folder is replaced by two
+renames in one folder (:func:`swap_folder`), so that it is always either the old folder or the new one. The
+notebook is replaced before the data: a crash between the two leaves the new notebook with the old
+fingerprint, which the next build re-executes, never the reverse.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lsi.book import fingerprint as _fingerprint
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters, missing_data
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -94,8 +102,10 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     if reason:
         return _skip(chapter, target, reason)
     modified_before = check_clean_tree(out, allow_dirty=allow_dirty)
+    inputs = _fingerprint.fingerprint(chapter, profile, overrides)
     out.mkdir(parents=True, exist_ok=True)
     data = data_dir(out)
+    recover_folder(data / chapter.name)
     staging = data / f".staging-{chapter.name}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -124,7 +134,7 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    from lsi.provenance import modified_files
+    from lsi.provenance import git_commit, modified_files
 
     dirtied = sorted(set(modified_files(REPO) or []) - set(modified_before))
     if dirtied:
@@ -138,41 +148,106 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     seconds = time.perf_counter() - start
     strip_noise(scratch)
     os.chmod(scratch, 0o644)  # mkstemp creates files readable by the owner only
+    _fsync_file(scratch)
     os.replace(scratch, target)
-    _install_data(chapter.name, staging, data, profile, seconds)
+    _fsync_folder(out)
+    _install_data(chapter.name, staging, data, {
+        "seconds": round(seconds, 1), "commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(), "fingerprint": inputs}, profile)
     return RunReport(chapter.name, "executed", target, seconds)
 
 
-def _install_data(name: str, staging: Path, data: Path, profile: str, seconds: float) -> None:
-    """Replace the chapter's published scores by this run's, keeping the timing record."""
-    from lsi.provenance import git_commit
+def _install_data(name: str, staging: Path, data: Path, record: dict, profile: str) -> None:
+    """Replace the chapter's published scores by this run's, its ``runs.json`` gaining ``record`` at ``profile``.
 
-    final = data / name
+    The new folder is completed in the staging area (scores and ``runs.json``, which keeps the other
+    profiles' records) and then swapped in whole (:func:`swap_folder`).
+    """
+    final, produced = data / name, staging / name
     runs = read_runs(final)
-    produced = staging / name
-    if final.exists():
-        shutil.rmtree(final)
-    if produced.exists():
-        os.replace(produced, final)
-    final.mkdir(parents=True, exist_ok=True)
-    for path in final.iterdir():
+    runs[profile] = record
+    produced.mkdir(parents=True, exist_ok=True)
+    for path in produced.iterdir():
         os.chmod(path, 0o644)
+    record_run(produced, runs)
+    swap_folder(produced, final)
     shutil.rmtree(staging, ignore_errors=True)
-    runs[profile] = {"seconds": round(seconds, 1), "commit": git_commit(),
-                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    record_run(final, runs)
+
+
+def machine() -> dict:
+    """The machine of a run: CPU cores and the GPU's name (``None`` without one)."""
+    import torch
+
+    return {"cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def swap_folder(new: Path, final: Path) -> None:
+    """Put folder ``new`` in the place of ``final``, so that ``final`` is always whole: the old or the new one.
+
+    Two renames in one folder: ``final`` -> ``.replaced-<name>``, ``new`` -> ``final``; then the parent
+    folder is fsynced and the old folder deleted. If the second rename fails, the old folder is put back at
+    once; if the process dies between the two, :func:`recover_folder` (run before every chapter) puts it back.
+    """
+    old = final.with_name(f".replaced-{final.name}")
+    recover_folder(final)
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        if old.exists():
+            os.replace(old, final)
+        raise
+    _fsync_folder(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(final: Path) -> None:
+    """Finish an interrupted :func:`swap_folder`: the old folder back if ``final`` is missing, else drop it."""
+    old = final.with_name(f".replaced-{final.name}")
+    if not old.exists():
+        return
+    if final.exists():
+        shutil.rmtree(old)
+    else:
+        os.replace(old, final)
+        _fsync_folder(final.parent)
 
 
 def read_runs(folder: str | Path) -> dict:
-    """The measured wall time of a chapter's runs, per profile (``runs.json``)."""
+    """The records of a chapter's runs, per profile (``runs.json``): wall time, commit, date, machine, fingerprint."""
     path = Path(folder) / "runs.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def record_run(folder: str | Path, runs: dict) -> None:
-    path = Path(folder) / "runs.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+    """Write ``runs.json`` atomically: beside it, fsynced, renamed over it, the folder fsynced."""
+    atomic_write_text(Path(folder) / "runs.json", json.dumps(runs, indent=1, sort_keys=True) + "\n")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash leaves the old file or the new one, never a part."""
+    from lsi.results import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+    _fsync_folder(Path(path).parent)
+
+
+def _fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: str | Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def strip_noise(notebook: str | Path) -> int:
@@ -233,6 +308,27 @@ def run_book(profile: str = "book", out: str | Path = PUBLISHED,
         report = run_chapter(chapter, profile, out=out, progress=progress, allow_dirty=allow_dirty)
         print(report, flush=True)
         reports.append(report)
+    return reports
+
+
+def run_stale(profile: str = "book", out: str | Path = PUBLISHED,
+              chapters: dict[str, Chapter] | None = None, progress: bool = False, *,
+              allow_dirty: bool = False) -> list[RunReport]:
+    """Execute only the chapters whose fingerprint changed since their run in ``out`` (what ``make book`` does).
+
+    Prints one line per chapter: ``published at <commit>, up to date`` or ``re-executing: <what changed>``
+    (:func:`lsi.book.fingerprint.freshness`); returns the reports of the chapters executed.
+    """
+    chapters = chapters or load_chapters()
+    states = [_fingerprint.freshness(chapter, profile, out) for chapter in chapters.values()]
+    if any(state.needs_run for state in states):
+        check_clean_tree(out, allow_dirty=allow_dirty)
+    reports = []
+    for chapter, state in zip(chapters.values(), states):
+        print(state, flush=True)
+        if state.needs_run:
+            reports.append(run_chapter(chapter, profile, out=out, progress=progress, allow_dirty=allow_dirty))
+            print(reports[-1], flush=True)
     return reports
 
 

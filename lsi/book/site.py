@@ -3,7 +3,8 @@
 The site is built from a staging copy of ``_config.yml``, ``_toc.yml``, ``book/`` and the executed
 chapters with ``jb build`` (execution off, warnings are errors). The build adds a generated "Take it away"
 section to every chapter and one sample explorer page per data set with published scores
-(``book/explore/<dataset>``).
+(``book/explore/<dataset>``), and fills the execution status page (``book/status.md``) and the
+reproduction report (``book/reproduction.md``) from the executed chapters (:mod:`lsi.book.status`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lsi.book import chapter_data, manual
 from lsi.book.pages import add_take_it_away, duration_words, time_to_learn, write_explorer_page
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters
 from lsi.book.run import OFFLINE_ENV
+from lsi.book.status import status_substitutions
 
 def build_site(chapters_dir: str | Path = PUBLISHED, out: str | Path = REPO / "_build",
                chapters: dict[str, Chapter] | None = None) -> Path:
@@ -52,6 +54,7 @@ def build_site(chapters_dir: str | Path = PUBLISHED, out: str | Path = REPO / "_
     substitutions = config.setdefault("parse", {}).setdefault("myst_substitutions", {})
     substitutions.update(teaching_substitutions(chapters_dir))
     substitutions.update(manual.substitutions())
+    substitutions.update(status_substitutions(chapters_dir, chapters))
     (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     (stage / "book" / "chapters").mkdir(parents=True, exist_ok=True)
     for name in present:

@@ -3,6 +3,9 @@
     lsi book list
     lsi book run cifar10 -p n_train=5000 --profile book
     lsi book build --profile ci --out _build/ci
+    lsi book build                    # re-executes only the chapters whose fingerprint changed
+    lsi book reproduce                # every chapter again into _build/reproduce/book, then a report
+    lsi book adopt                    # one-off: accept published runs that recorded no fingerprint
     lsi book pdf                      # _build/book.pdf from the published chapters
 """
 from __future__ import annotations
@@ -40,14 +43,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "which the book's 'Take it away' section shows (e.g. for a ci run)")
     run.set_defaults(func=_run)
 
-    build = actions.add_parser("build", help="execute every chapter, then build the HTML book",
-                               description="Execute every chapter at the profile, then build "
-                                           "the site into OUT/html.")
+    build = actions.add_parser("build", help="re-execute the chapters that changed, then build the HTML book",
+                               description="Re-execute every chapter whose fingerprint (source notebook, "
+                                           "parameters, lsi code, data) changed since its run, print one "
+                                           "line per chapter saying which and why, then build the site "
+                                           "into OUT/html.")
     _profile_and_out(build, out_help="build folder (default: _build for the book profile, "
                                      "_build/<profile> otherwise)")
     build.add_argument("--no-run", action="store_true",
                        help="only build, from the chapters already executed")
+    build.add_argument("--all", action="store_true",
+                       help="re-execute every chapter, changed or not")
     build.set_defaults(func=_build)
+
+    reproduce = actions.add_parser(
+        "reproduce", help="re-execute every chapter elsewhere and report what moved",
+        description="Re-execute every chapter at the profile into a separate folder (never over the "
+                    "published chapters), skipping those already reproduced there at this commit, then "
+                    "compare every claim with the published chapter and write a report "
+                    "(OUT/reproduction.md, OUT/data/reproduction.json). Exit 1 when a verdict changes, a "
+                    "number leaves its tolerance or a chapter could not be reproduced.")
+    reproduce.add_argument("--profile", default="book", choices=book.PROFILES, help="default: book")
+    reproduce.add_argument("--out", type=Path, default=None,
+                           help="folder of the reproduction (default: _build/reproduce/<profile>)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bar within a chapter")
+    reproduce.set_defaults(func=_reproduce)
+
+    adopt = actions.add_parser(
+        "adopt", help="one-off: accept published runs as they stand, recording today's fingerprint",
+        description="For chapters published before fingerprints were recorded: record today's "
+                    "fingerprint for their published run without re-executing them, marked 'adopted' "
+                    "(the status page says so). Refused for a run whose parameters differ from the "
+                    "profile's. Without chapter names, adopts every published chapter that has no "
+                    "fingerprint recorded.")
+    adopt.add_argument("chapters", nargs="*", help="chapters to adopt (default: all without a fingerprint)")
+    adopt.add_argument("--profile", default="book", choices=book.PROFILES, help="default: book")
+    adopt.set_defaults(func=_adopt)
 
     pdf = actions.add_parser("pdf", help="a printable PDF of the whole book (headless Chromium, offline)",
                              description="Build the site from the chapters already executed at the "
@@ -103,11 +134,22 @@ def _run(args: argparse.Namespace) -> int:
     chapters = book.load_chapters()
     if args.chapter not in chapters:
         raise ValueError(f"Unknown chapter {args.chapter!r}; choose one of {', '.join(chapters)}.")
+    import tempfile
+
+    from lsi.book import reproduction
+
     out = args.out or _chapters_dir(args.profile, _default_out(args.profile))
-    report = book.run_chapter(chapters[args.chapter], args.profile,
-                              book.parse_overrides(args.parameter), out=out, allow_dirty=args.allow_dirty,
-                              progress=not args.quiet)
-    print(report)
+    published = book.PUBLISHED / f"{args.chapter}.ipynb"
+    with tempfile.TemporaryDirectory() as before:
+        if published.is_file():  # copied first: a run at the book profile replaces the published chapter
+            published = reproduction.snapshot(published, before)
+        report = book.run_chapter(chapters[args.chapter], args.profile,
+                                  book.parse_overrides(args.parameter), out=out, allow_dirty=args.allow_dirty,
+                                  progress=not args.quiet)
+        print(report)
+        if report.status == "executed":
+            print("against the published chapter:")
+            print(reproduction.describe(reproduction.compare_chapter(args.chapter, published, report.output)))
     if args.record_time and report.status == "executed":
         published = book.data_dir(book.PUBLISHED) / args.chapter
         runs = book.read_runs(published)
@@ -122,12 +164,36 @@ def _build(args: argparse.Namespace) -> int:
     chapters_dir = _chapters_dir(args.profile, out)
     failed = False
     if not args.no_run:
-        reports = book.run_book(args.profile, out=chapters_dir, allow_dirty=args.allow_dirty,
-                                progress=not args.quiet)
+        run = book.run_book if args.all else book.run_stale
+        reports = run(args.profile, out=chapters_dir, allow_dirty=args.allow_dirty, progress=not args.quiet)
         failed = any(r.status == "failed" for r in reports)
     html = book.build_site(chapters_dir, out)
     print(f"book built: {html / 'index.html'}")
     return 1 if failed else 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    report = book.reproduce(args.profile, out=args.out, progress=not args.quiet)
+    moved = [c.chapter for c in report.chapters if not c.ok]
+    print(f"reproduction report: {(args.out or book.reproduction.OUT / args.profile) / 'reproduction.md'}")
+    print("everything reproduced within its tolerance" if report.ok else
+          f"not reproduced within tolerance: {', '.join(moved)}")
+    return 0 if report.ok else 1
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    chapters = book.load_chapters()
+    unknown = sorted(set(args.chapters) - set(chapters))
+    if unknown:
+        raise ValueError(f"Unknown chapter(s) {', '.join(unknown)}; choose among {', '.join(chapters)}.")
+    names = args.chapters or [name for name in chapters if (book.PUBLISHED / f"{name}.ipynb").is_file()
+                              and not (book.read_runs(book.data_dir(book.PUBLISHED) / name).get(args.profile)
+                                       or {}).get("fingerprint")]
+    if not names:
+        print(f"every published chapter already records a fingerprint at {args.profile}; nothing to adopt")
+    for name in names:
+        print(book.adopt(chapters[name], args.profile))
+    return 0
 
 
 def _pdf(args: argparse.Namespace) -> int:
