@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LSI_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: install test test-fast book pdf demo bench clean
+.PHONY: install test test-fast book reproduce pdf demo bench clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,11 @@ test: install ## the whole suite, notebooks at the ci profile and the built book
 test-fast: install ## the suite without notebook execution and the browser
 	$(PY) -m pytest -q -m "not slow"
 
-book: install ## execute what the available data allows, then build the book into _build/html
+book: install ## re-execute the chapters whose notebook, parameters, lsi code or data changed, then build _build/html
 	$(VENV)/bin/lsi book build --profile $(PROFILE)
+
+reproduce: install ## re-execute every chapter into _build/reproduce/$(PROFILE), then report what moved (exit 1 if anything did)
+	$(VENV)/bin/lsi book reproduce --profile $(PROFILE)
 
 pdf: install ## a printable PDF of the whole book (_build/book.pdf) from the executed chapters, offline
 	$(VENV)/bin/lsi book pdf --profile $(PROFILE)

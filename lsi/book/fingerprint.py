@@ -162,6 +162,10 @@ class Freshness:
         return self.state in ("stale", "unpublished")
 
     def __str__(self) -> str:
+        return self.line()
+
+    def line(self, rerun: str = "re-executing") -> str:
+        """One line for the build's log; ``rerun`` names what happens to a chapter that changed."""
         where = f"published at {self.commit or 'an unrecorded commit'}"
         if self.state == "up to date":
             return f"{self.chapter}: {where}, up to date"
@@ -170,8 +174,8 @@ class Freshness:
         if self.state == "unreachable":
             return f"{self.chapter}: {where}; its data is not reachable here, so it is kept as published"
         if self.state == "unpublished":
-            return f"{self.chapter}: re-executing: not executed yet at this profile"
-        return f"{self.chapter}: re-executing: {'; '.join(self.changed)}"
+            return f"{self.chapter}: {rerun}: not executed yet at this profile"
+        return f"{self.chapter}: {rerun}: {'; '.join(self.changed)}"
 
 
 def freshness(chapter: Chapter, profile: str, chapters_dir: str | Path = PUBLISHED) -> Freshness:

@@ -74,11 +74,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="For chapters published before fingerprints were recorded: record today's "
                     "fingerprint for their published run without re-executing them, marked 'adopted' "
                     "(the status page says so). Refused for a run whose parameters differ from the "
-                    "profile's. Without chapter names, adopts every published chapter that has no "
-                    "fingerprint recorded.")
-    adopt.add_argument("chapters", nargs="*", help="chapters to adopt (default: all without a fingerprint)")
+                    "profile's. A chapter already up to date is left alone.")
+    adopt.add_argument("chapters", nargs="*",
+                       help="chapters to adopt (default: every published chapter never executed at a recorded "
+                            "fingerprint: none recorded, or adopted before)")
     adopt.add_argument("--profile", default="book", choices=book.PROFILES, help="default: book")
     adopt.set_defaults(func=_adopt)
+
+    status = actions.add_parser("status", help="say which chapters are up to date and which would re-execute",
+                                description="One line per chapter, as `lsi book build` prints them, "
+                                            "without executing or building anything.")
+    _profile_and_out(status, out_help="build folder whose chapters are checked (as for build)")
+    status.set_defaults(func=_status)
 
     pdf = actions.add_parser("pdf", help="a printable PDF of the whole book (headless Chromium, offline)",
                              description="Build the site from the chapters already executed at the "
@@ -186,13 +193,28 @@ def _adopt(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.chapters) - set(chapters))
     if unknown:
         raise ValueError(f"Unknown chapter(s) {', '.join(unknown)}; choose among {', '.join(chapters)}.")
-    names = args.chapters or [name for name in chapters if (book.PUBLISHED / f"{name}.ipynb").is_file()
-                              and not (book.read_runs(book.data_dir(book.PUBLISHED) / name).get(args.profile)
-                                       or {}).get("fingerprint")]
+    names = args.chapters or [name for name in chapters if _never_fingerprinted(name, args.profile)]
     if not names:
-        print(f"every published chapter already records a fingerprint at {args.profile}; nothing to adopt")
+        print(f"every published chapter was executed at a recorded fingerprint ({args.profile}); nothing to adopt")
     for name in names:
-        print(book.adopt(chapters[name], args.profile))
+        state = book.freshness(chapters[name], args.profile)
+        if state.state in ("up to date", "adopted"):
+            print(f"{state}; nothing to adopt")
+        else:
+            print(book.adopt(chapters[name], args.profile) + f" (was: {'; '.join(state.changed) or state.state})")
+    return 0
+
+
+def _never_fingerprinted(name: str, profile: str) -> bool:
+    """A published chapter whose run recorded no fingerprint, or only an adopted one."""
+    record = book.read_runs(book.data_dir(book.PUBLISHED) / name).get(profile) or {}
+    return (book.PUBLISHED / f"{name}.ipynb").is_file() and (not record.get("fingerprint") or "adopted" in record)
+
+
+def _status(args: argparse.Namespace) -> int:
+    out = args.out or _default_out(args.profile)
+    for chapter in book.load_chapters().values():
+        print(book.freshness(chapter, args.profile, _chapters_dir(args.profile, out)).line("would re-execute"))
     return 0
 
 
