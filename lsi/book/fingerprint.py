@@ -36,8 +36,8 @@ from typing import Any
 from lsi.book.profiles import PUBLISHED, Chapter, data_dir
 
 PACKAGE = Path(__file__).resolve().parents[1]
-BUILD_ONLY = ("book/site.py", "book/pages.py", "book/pdf.py", "book/fingerprint.py", "book/reproduction.py",
-              "book/status.py", "cli")
+BUILD_ONLY = ("book/site.py", "book/pages.py", "book/pdf.py", "book/manual.py", "book/fingerprint.py",
+              "book/reproduction.py", "book/status.py", "cli")
 """Parts of ``lsi`` (relative to the package) left out of the code hash: they run chapters, compare their
 claims and build the site, but no chapter imports them, so they cannot change what a chapter shows."""
 INJECTED = "injected-parameters"
