@@ -112,3 +112,17 @@ def test_reproduce_reports_identical_then_drift_with_a_non_zero_exit(tmp_path, m
     assert first["numbers"][0]["tolerance"] == "identical digits" and not first["numbers"][0]["within"]
     page = (out / "reproduction.md").read_text()
     assert "| The values are long-tailed. |" in page and "**drifted**" in page
+
+
+@pytest.mark.slow
+def test_book_run_shows_what_moved_against_the_published_chapter(tmp_path, monkeypatch, capsys):
+    published = tmp_path / "book" / "chapters"
+    chapter = claims_chapter(tmp_path)
+    assert book.run_chapter(chapter, "ci", out=published).status == "executed"
+    monkeypatch.setattr(book, "load_chapters", lambda: {"claimed": chapter})
+    monkeypatch.setattr(book, "PUBLISHED", published)
+    assert main(["book", "run", "claimed", "--profile", "ci", "-p", "n=300", "--out", str(tmp_path / "mine"),
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "against the published chapter:" in text and "n: 400 -> 300" in text
+    assert "drifted          The values are long-tailed." in text and "(400 values)" in text
