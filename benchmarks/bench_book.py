@@ -48,6 +48,7 @@ def main() -> None:
               "chapters": len(chapters), "re_executed": sum("re-executing" in line for line in lines),
               "seconds": round(seconds, 1), "target_seconds": TARGET_SECONDS,
               "within_target": seconds <= TARGET_SECONDS, "cores": os.cpu_count(),
+              "load_average_1min_after": round(os.getloadavg()[0], 1),
               "log": lines}
     print(json.dumps(record, indent=1))
     atomic_write_bytes(args.out, (json.dumps(record, indent=1) + "\n").encode())

@@ -353,7 +353,7 @@ def _progress(number: int, chapters: dict, name: str, expected: dict, elapsed: f
     from lsi.book.pages import duration_words
 
     names = list(chapters)
-    left = [expected[n] for n in names[number - 1:]]
+    left = [expected[n] for n in names[number - 1 + done:]]  # a chapter reproduced before costs nothing
     known = sum(s for s in left if s)
     eta = duration_words(known) + (" (+ chapters with no recorded time)" if None in left else "")
     this = "already reproduced at this commit, skipped" if done else (
