@@ -149,6 +149,13 @@ def _ray(data: dict) -> str:
         ("bit-identical to 1 thread", lambda r: "yes" if r["bit_identical_to_1_thread"] else "no")])
 
 
+def _book(data: dict) -> str:
+    return markdown_table([data], [
+        ("chapters", lambda r: r["chapters"]), ("re-executed", lambda r: r["re_executed"]),
+        ("wall time (s)", lambda r: r["seconds"]), ("target (s)", lambda r: r["target_seconds"]),
+        ("cores", lambda r: r["cores"])])
+
+
 def _full_scale(data: dict) -> str:
     return markdown_table(data["tiers"], [
         ("tier", lambda r: r["tier"]), ("FLOP", lambda r: float(r["flop"])),
@@ -168,6 +175,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "perf_networks": ("networks.json", _networks),
     "perf_ray": ("ray.json", _ray),
     "perf_full_scale": ("full_scale_estimate.json", _full_scale),
+    "perf_book": ("book.json", _book),
 }
 """Substitution name -> (results file, renderer)."""
 
