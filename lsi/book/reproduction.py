@@ -280,7 +280,8 @@ class Report:
         return record
 
 
-def published_commits(chapters: dict[str, Chapter], profile: str, chapters_dir: str | Path = PUBLISHED) -> dict[str, str]:
+def published_commits(chapters: dict[str, Chapter], profile: str,
+                      chapters_dir: str | Path = PUBLISHED) -> dict[str, str]:
     """The commit each published chapter's run at ``profile`` recorded (``runs.json``), by chapter."""
     from lsi.book.run import read_runs
 

@@ -151,9 +151,9 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     _fsync_file(scratch)
     os.replace(scratch, target)
     _fsync_folder(out)
-    _install_data(chapter.name, staging, data, {
-        "seconds": round(seconds, 1), "commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(), "fingerprint": inputs}, profile)
+    record = {"seconds": round(seconds, 1), "commit": git_commit(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "fingerprint": inputs}
+    _install_data(chapter.name, staging, data, record, profile)
     return RunReport(chapter.name, "executed", target, seconds)
 
 

@@ -30,7 +30,7 @@ more than this (ten minutes: the same run writes both within seconds)."""
 
 
 def status_substitutions(chapters_dir: str | Path, chapters: dict[str, Chapter]) -> dict[str, str]:
-    """``status_table``, ``status_commits`` and ``reproduction_report`` for the executed chapters in ``chapters_dir``."""
+    """``status_table``, ``status_commits`` and ``reproduction_report`` for the chapters in ``chapters_dir``."""
     import nbformat
 
     chapters_dir = Path(chapters_dir)
