@@ -645,3 +645,44 @@ def compute_finetune_lsi(fit: FineTuned, *, solver: str = "newton-step", hessian
         n_samples=ft.n, n_scored=len(table), n_params=ft.K, full_data_grad_norm=fit.grad_norm,
         full_data_newton_steps=fit.newton_steps)
     return table
+
+
+# --- the chapter's measurements -----------------------------------------------------------------------
+def probe_head(inputs: TokenInputs, labels: Any, *, weight_decay: float = PAPER["weight_decay"],
+               tol: float = 1e-12) -> Tensor:
+    """The converged linear probe on the frozen embeddings, ``[W^T; b]`` ``(d + 1, C)``: the fine-tune at
+    ``up = 0`` restricted to the head, hence its natural start."""
+    from lsi.probes import LinearProbe
+    from lsi.training import fit_optimum
+
+    Y, C = check_labels(labels, len(inputs))
+    X = inputs.embeddings()
+    probe = LinearProbe(X.shape[1], C)
+    theta, _ = fit_optimum(probe, probe.init(0, dtype=X.dtype, device=X.device), X,
+                           torch.as_tensor(Y, device=X.device), weight_decay=weight_decay, tol=tol)
+    return theta.view(X.shape[1] + 1, C)
+
+
+def spread_across(scores: Any, k: int) -> np.ndarray:
+    """Positions of ``k`` samples at evenly spaced ranks of ``scores``, lowest to highest (the ground-truth picks)."""
+    scores = np.asarray(scores, float)
+    if not 1 <= k <= len(scores):
+        raise ValueError(f"k == {k}, must be between 1 and the {len(scores)} scores.")
+    order = np.argsort(scores, kind="stable")
+    return np.sort(order[np.unique(np.round(np.linspace(0, len(scores) - 1, k)).astype(int))])
+
+
+def spearman_interval(a: Any, b: Any, *, n_resamples: int = 1000, confidence: float = 0.95,
+                      seed: int = 0) -> dict[str, float]:
+    """Spearman correlation of paired scores and its percentile bootstrap interval (pairs resampled, seeded)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
+        raise ValueError(f"a and b must be paired 1-d scores of the same samples (at least 3); got shapes "
+                         f"{a.shape} and {b.shape}.")
+    rng = np.random.default_rng(seed)
+    draws = [spearmanr(a[i], b[i]).statistic for i in (rng.integers(0, len(a), len(a)) for _ in range(n_resamples))]
+    tail = (1 - confidence) / 2
+    low, high = np.nanquantile(draws, [tail, 1 - tail])
+    return {"spearman": float(spearmanr(a, b).statistic), "low": float(low), "high": float(high), "n": len(a)}
