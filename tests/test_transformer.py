@@ -222,3 +222,29 @@ def test_bad_arguments_are_clear_errors(tiny, fit):
         tr.fine_tune(tiny[4], tiny[3], head=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="rank"):
         tr.cache_activations(tiny[0], tiny[1], tiny[2], rank=0)
+
+
+def test_probe_head_is_the_fine_tunes_optimum_at_zero_adapter(tiny):
+    """At U = 0 the model is the linear probe, so the head's gradient vanishes at the converged probe."""
+    inputs, labels = tiny[4], tiny[3]
+    ft = tr.FineTune(inputs, torch.as_tensor(labels), 2, weight_decay=0.01)
+    theta = ft.layout.flatten(ft.module)
+    theta[-(inputs.d + 1) * 2:] = tr.probe_head(inputs, labels, weight_decay=0.01).reshape(-1)
+    g = ft.gradient(theta, torch.ones(N, dtype=torch.float64))
+    assert float(g[-(inputs.d + 1) * 2:].norm()) < 1e-11
+    assert float(g[:inputs.d * RANK].norm()) > 1e-4     # the adapter has something to learn
+
+
+def test_spread_across_spans_the_ranking_and_spearman_interval_brackets_it():
+    scores = np.random.default_rng(0).lognormal(size=200)
+    picks = tr.spread_across(scores, 30)
+    assert len(picks) == 30 and scores[picks].min() == scores.min() and scores[picks].max() == scores.max()
+    a = np.random.default_rng(1).normal(size=60)
+    b = a + np.random.default_rng(2).normal(size=60)
+    rho = tr.spearman_interval(a, b, n_resamples=300)
+    assert rho["low"] < rho["spearman"] < rho["high"]
+    assert rho["spearman"] == pytest.approx(spearmanr(a, b).statistic)
+    with pytest.raises(ValueError, match="k =="):
+        tr.spread_across(scores, 0)
+    with pytest.raises(ValueError, match="paired"):
+        tr.spearman_interval(a, b[:10])
