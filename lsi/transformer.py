@@ -284,8 +284,11 @@ class FineTune:
     def kfac(self, theta: Tensor, w: Tensor) -> list[tuple[Tensor, Tensor]]:
         """KFAC-reduce of ``GGN_w(theta) = sum_j w_j J_j^T Lambda_j J_j`` from curvlinops, per block
         ``(A, G)`` with ``A = sum_j w_j a_j a_j^T`` and ``G = sum_j w_j G_j / sum w`` (type-2)."""
-        from curvlinops import KFACLinearOperator
-
+        try:
+            from curvlinops import KFACLinearOperator
+        except ImportError as error:
+            raise ImportError("hessian='kfac' for a fine-tuned transformer needs curvlinops: "
+                              "pip install 'lsi[curvature]'.") from error
         module = self._loaded(theta)
         data = [(self._trimmed(g[w[g] > 0]), self.Y[g][w[g] > 0]) for g in self.kfac_groups if bool(w[g].any())]
         m = int(w.sum())
@@ -506,7 +509,8 @@ class _Scorer:
         self.fit, self.ft, self.solver, self.structure = fit, fit.fine_tune, solver, structure
         self.prior_precision = prior_precision
         n, theta = self.ft.n, fit.theta
-        self.P0 = self._precision(theta, fit.weights, self._prior(n, 1))
+        self.P0 = (Kron([(A[None], G[None]) for A, G in fit.kfac()], self._prior(n, 1)) if structure == "kfac"
+                   else self._precision(theta, fit.weights, self._prior(n, 1)))
         if solver == "converged":
             self.precondition = fit.precondition()
 
