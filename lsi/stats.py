@@ -235,3 +235,26 @@ def principal_projection(train: Any, test: Any, dim: int) -> tuple[np.ndarray, n
         return train, test
     pca = PCA(n_components=dim, svd_solver="full").fit(train)
     return pca.transform(train), pca.transform(test)
+
+
+def spread_across(scores: Any, k: int) -> np.ndarray:
+    """Positions of ``k`` samples at evenly spaced ranks of ``scores``, lowest to highest (the ground-truth picks)."""
+    scores = np.asarray(scores, float)
+    if not 1 <= k <= len(scores):
+        raise ValueError(f"k == {k}, must be between 1 and the {len(scores)} scores.")
+    order = np.argsort(scores, kind="stable")
+    return np.sort(order[np.unique(np.round(np.linspace(0, len(scores) - 1, k)).astype(int))])
+
+
+def spearman_interval(a: Any, b: Any, *, n_resamples: int = 1000, confidence: float = 0.95,
+                      seed: int = 0) -> dict[str, float]:
+    """Spearman correlation of paired scores and its percentile bootstrap interval (pairs resampled, seeded)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
+        raise ValueError(f"a and b must be paired 1-d scores of the same samples (at least 3); got shapes "
+                         f"{a.shape} and {b.shape}.")
+    rng = np.random.default_rng(seed)
+    draws = [stats.spearmanr(a[i], b[i]).statistic for i in (rng.integers(0, len(a), len(a)) for _ in range(n_resamples))]
+    tail = (1 - confidence) / 2
+    low, high = np.nanquantile(draws, [tail, 1 - tail])
+    return {"spearman": float(stats.spearmanr(a, b).statistic), "low": float(low), "high": float(high), "n": len(a)}

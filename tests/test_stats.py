@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 import lsi
 from lsi import stats
@@ -61,3 +62,18 @@ def test_galleries_show_the_named_score():
     assert "<th>sui</th>" in texts and "0.75" in texts
     with pytest.raises(KeyError):
         plots.image_gallery(frame, lambda i: Image.new("RGB", (8, 8)), score="lsi")
+
+
+def test_spread_across_spans_the_ranking_and_spearman_interval_brackets_it():
+    scores = np.random.default_rng(0).lognormal(size=200)
+    picks = stats.spread_across(scores, 30)
+    assert len(picks) == 30 and scores[picks].min() == scores.min() and scores[picks].max() == scores.max()
+    a = np.random.default_rng(1).normal(size=60)
+    b = a + np.random.default_rng(2).normal(size=60)
+    rho = stats.spearman_interval(a, b, n_resamples=300)
+    assert rho["low"] < rho["spearman"] < rho["high"]
+    assert rho["spearman"] == pytest.approx(spearmanr(a, b).statistic)
+    with pytest.raises(ValueError, match="k =="):
+        stats.spread_across(scores, 0)
+    with pytest.raises(ValueError, match="paired"):
+        stats.spearman_interval(a, b[:10])
