@@ -277,15 +277,20 @@ def score_probes(features: Any, labels: Any, probes: Mapping[str, Mapping[str, A
 
 
 def slope_words(slope: float) -> str:
-    """A log-log slope of LSI against n in words, against the 1/n law (slope -1), within the claims'
-    ratio tolerance (:data:`lsi.claims.RATIO_TOLERANCE`): "about 1/n", "flatter than 1/n" or "steeper than 1/n"."""
+    """A log-log slope of LSI against n in words, against the 1/n law (slope -1), as strictly as
+    :func:`lsi.claims.scales_like`: the change per tenfold n, ``10**slope``, within the claims' ratio
+    tolerance (:data:`lsi.claims.RATIO_TOLERANCE`) of 1/10 is "about 1/n" (slopes -0.82 to -1.18);
+    otherwise "flatter than 1/n", "steeper than 1/n" or, for a non-negative slope, "not falling with n"."""
     from lsi.claims import RATIO_TOLERANCE
 
     if np.isnan(slope):
         return "not measured (fewer than two sizes in this regime)"
-    if 1 / RATIO_TOLERANCE <= -slope <= RATIO_TOLERANCE:
+    if slope >= 0:
+        return "not falling with n"
+    factor = 10 ** -slope / 10  # the change per decade relative to 1/n's tenfold
+    if 1 / RATIO_TOLERANCE <= factor <= RATIO_TOLERANCE:
         return "about 1/n"
-    return "flatter than 1/n" if -slope < 1 / RATIO_TOLERANCE else "steeper than 1/n"
+    return "flatter than 1/n" if factor < 1 / RATIO_TOLERANCE else "steeper than 1/n"
 
 
 def lsi_subsets(scores: Sequence[float], labels: Sequence[int], *, seed: int = 0) -> dict[str, np.ndarray]:
