@@ -16,6 +16,8 @@
 * :func:`lsi_with_notes` - :func:`lsi.compute_lsi` with its warnings returned as notes for a page.
 * :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
+* :func:`table1` and :func:`table1_claims` - the Spearman correlations of App. D's Table 1 with
+  bootstrap intervals, and their claim rows gated on the networks' convergence.
 * :func:`lsi_subsets`, :func:`learnability`, :func:`seed_intervals`, :func:`by_subset` and
   :func:`learnability_cost` - low/mid/high-LSI subsets and a random one, the probe and pixel
   networks trained on each, their train and test accuracy across seeds (Sec. 4.3-4.4, Figs. 8-9, App. J).
@@ -45,6 +47,53 @@ PAPER_TABLE1 = {("probe", "all parameters"): 0.93, ("last layer", "all parameter
                 ("probe", "last layer"): 0.90}
 """The paper's Table 1 (App. D): Spearman correlations of LSI computed three ways on 400 CIFAR-10 samples,
 on the feature probe, on the last layer of the CNN and on all its parameters."""
+
+
+def table1(scores: pd.DataFrame, *, last_layer: str = "last layer", seed: int = 0) -> dict:
+    """Table 1's Spearman correlations (:data:`PAPER_TABLE1`'s pairs) between the columns of ``scores``.
+
+    ``scores`` has one row per sample and the columns ``"probe"``, ``"all parameters"`` and
+    ``last_layer`` (the reading of the last layer to use). Returns ``{pair: Correlation}``
+    with :data:`lsi.claims.CONFIDENCE` bootstrap intervals (:func:`lsi.claims.spearman`).
+    """
+    from lsi.claims import spearman
+
+    column = lambda part: last_layer if part == "last layer" else part
+    return {(a, b): spearman(scores[column(a)], scores[column(b)], seed=seed) for a, b in PAPER_TABLE1}
+
+
+def table1_frame(correlations: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One row per Table 1 pair and reading: the paper's value, Spearman and its interval.
+    ``correlations`` maps a reading (e.g. ``"last layer retrained"``) to :func:`table1`'s result."""
+    return pd.DataFrame([{"pair": f"{a} ~ {b}", "paper": PAPER_TABLE1[a, b], "reading": reading,
+                          "Spearman": c.rho, "95% low": c.low, "95% high": c.high}
+                         for reading, found in correlations.items() for (a, b), c in found.items()])
+
+
+TABLE1_CLAIMS = {("probe", "all parameters"): "LSI on the probe ranks samples like LSI on all the CNN's parameters",
+                 ("last layer", "all parameters"): "LSI on the last layer ranks samples like LSI on all parameters",
+                 ("probe", "last layer"): "LSI on the probe ranks samples like LSI on the last layer"}
+"""Table 1's pairs as claims (App. D)."""
+
+
+def table1_claims(networks_: Mapping[str, tuple[Mapping, Any, str]], *, tol: float) -> list:
+    """Claim rows of Table 1 for each network: ``{name: (table1 correlations, convergence, tier)}``.
+
+    ``convergence`` is :func:`lsi.claims.converged` of the network's largest gradient norm at
+    ``tol``: a network that has not converged gets "cannot tell", whatever its correlation.
+    Each row is judged by :func:`lsi.claims.correlates`; rows are ordered by pair, then network.
+    """
+    from lsi.claims import Claim, correlates
+
+    rows = []
+    for pair, text in TABLE1_CLAIMS.items():
+        for name, (found, convergence, tier) in networks_.items():
+            gate = "every network within" if convergence.holds else convergence.why
+            rows.append(Claim(claim=f"{text} (App. D, Table 1: Spearman {PAPER_TABLE1[pair]}); {name}.",
+                              ours=f"{found[pair]}; gradient tolerance {tol:g}: {gate}",
+                              verdict=correlates(found[pair], what=f"{pair[0]} and {pair[1]} LSI",
+                                                 requires=[convergence]), tier=tier))
+    return rows
 
 
 def nested_order(labels: Sequence[int], n_scored: int, *, seed: int = 0) -> np.ndarray:
