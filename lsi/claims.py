@@ -503,19 +503,19 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     ``a`` and ``b`` are repeated measurements (seeds, bootstrap draws) of each
     quantity. yes: the :data:`CONFIDENCE` bootstrap interval of mean(a) - mean(b)
     lies above 0. partly: mean(a) > mean(b) but the interval contains 0.
-    no: mean(a) <= mean(b). cannot tell: fewer than :data:`MIN_REPLICATES` measurements of
-    one quantity, or the measurements of both are identical (no noise to judge against).
+    no: mean(a) <= mean(b). cannot tell: neither quantity has :data:`MIN_REPLICATES`
+    measurements, or neither one's measurements vary (no noise to judge against). One
+    deterministic measurement against repeated ones (a ranking against random orders) is judged.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.size == 0 or b.size == 0:
         raise ValueError("exceeds needs at least one measurement of each quantity.")
-    unclear = _cannot_tell("exceeds", enough_points(a.size, MIN_REPLICATES, what=f"repeats of {what_a}"),
-                           enough_points(b.size, MIN_REPLICATES, what=f"repeats of {what_b}"))
-    if unclear is None and np.ptp(a) == 0 and np.ptp(b) == 0:
-        unclear = Verdict(CANNOT_TELL, f"the repeats of {what_a} and of {what_b} are identical, one "
-                                       f"measurement each repeated", rule="exceeds")
-    if unclear:
-        return unclear
+    if max(a.size, b.size) < MIN_REPLICATES:
+        return Verdict(CANNOT_TELL, f"one measurement each of {what_a} and {what_b}: no noise to judge the "
+                                    f"difference by", rule="exceeds")
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return Verdict(CANNOT_TELL, f"the repeats of {what_a} and of {what_b} are identical, one measurement "
+                                    f"each repeated", rule="exceeds")
     gap = float(a.mean() - b.mean())
     text = f"mean {what_a} {_fmt(a.mean())} vs {what_b} {_fmt(b.mean())}"
     if gap <= 0:
