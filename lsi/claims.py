@@ -169,6 +169,9 @@ class Claim:
     verdict: Verdict
     tier: str = ""
     """The solver tier behind the numbers (``converged``, ``newton-step``, ``gd``, ...), if any."""
+    sub: bool = False
+    """A sub-row of the claim above it (the same claim under a variant of the procedure): indented in
+    the box and the summary, and not counted as a claim of its own."""
 
 
 def _fmt(value: float) -> str:
@@ -713,7 +716,8 @@ def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
 
     colour = {YES: "#1b7837", PARTLY: "#b35806", NO: "#b2182b", CANNOT_TELL: "#4d4d4d"}
     body = "".join(
-        f"<tr><td style='text-align:left'>{html.escape(c.claim)}</td>"
+        f"<tr><td style='text-align:left{';padding-left:2em' if c.sub else ''}'>"
+        f"{'&#8627; ' if c.sub else ''}{html.escape(c.claim)}</td>"
         f"<td style='text-align:left'>{html.escape(c.ours)}</td>"
         f"<td>{html.escape(c.tier or '-')}</td>"
         f"<td style='text-align:left'><strong style='color:{colour[c.verdict.status]}'>"
@@ -738,12 +742,13 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = 
     """
     from IPython.display import Markdown
 
-    counts = {s: sum(c.verdict.status == s for c in claims) for s in STATUSES}
+    main = [c for c in claims if not c.sub]
+    counts = {s: sum(c.verdict.status == s for c in main) for s in STATUSES}
     lines = [f"- {fact}" for fact in facts]
     for c in claims:
         tier = f" ({c.tier} tier)" if c.tier else ""
-        lines.append(f"- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
-    head = (f"Of {whose} {len(claims)} claims tested here, {counts[YES]} reproduced, "
+        lines.append(f"{'    ' if c.sub else ''}- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
+    head = (f"Of {whose} {len(main)} claims tested here, {counts[YES]} reproduced, "
             f"{counts[PARTLY]} partly, {counts[NO]} not, {counts[CANNOT_TELL]} cannot tell.")
     return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
 

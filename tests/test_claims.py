@@ -356,3 +356,15 @@ def test_summary_counts_cannot_tell_on_its_own():
     assert "3 reproduced, 1 partly, 1 not, 2 cannot tell." in claims.summary(rows).data
     html = claims.box(rows).data
     assert "cannot tell" in html and "not converged" in html and "#4d4d4d" in html
+
+
+def test_sub_rows_are_listed_under_their_claim_and_not_counted():
+    rows = [claims.Claim("Removing the least informative first beats random.", "0.74 vs 0.70",
+                         claims.Verdict("yes")),
+            claims.Claim("stratified removal", "0.69 vs 0.70", claims.Verdict("no", "below"), sub=True),
+            claims.Claim("Another claim.", "o", claims.Verdict("cannot tell", "not converged"))]
+    text = claims.summary(rows).data
+    assert "Of the paper's 2 claims tested here, 1 reproduced, 0 partly, 0 not, 1 cannot tell." in text
+    assert "\n    - *stratified removal* **no: below**" in text
+    html = claims.box(rows).data
+    assert "padding-left:2em'>&#8627; stratified removal" in html
