@@ -284,6 +284,28 @@ def lsi_during_training(features: Any, labels: Any, epochs: Sequence[int], **opt
     return pd.concat(snapshots, ignore_index=True)
 
 
+def settling_claims(references: Mapping[str, tuple[str, Mapping[int, float], Any]], *, probe: str) -> list:
+    """App. G's claim ("after a warm-up, the ordering stays largely consistent") against each reference.
+
+    ``references`` maps a reference's name to ``(what it is, {epoch: Spearman with it}, gate)``;
+    ``gate`` is a :class:`lsi.claims.Precondition` the reference must meet (e.g.
+    :func:`lsi.claims.converged` for "the converged LSI") or None. Judged by
+    :func:`lsi.claims.settles`; a failed gate gives "cannot tell".
+    """
+    from lsi.claims import Claim, settles
+
+    rows = []
+    for name, (what, rho, gate) in references.items():
+        first = min(rho)
+        rows.append(Claim(
+            f"After a warm-up, the ordering stays largely consistent (App. G); {probe}, against {what}.",
+            f"Spearman {first} epochs: {rho[first]:.3f}; "
+            + ", ".join(f"{e}: {v:.3f}" for e, v in rho.items() if e != first),
+            settles(rho, what=f"the gd ranking against the {name} one", requires=[gate] if gate else []),
+            tier="gd"))
+    return rows
+
+
 def rankings_over_training(table: pd.DataFrame, reference: pd.Series, *, fraction: float = 0.1) -> pd.DataFrame:
     """Each snapshot of :func:`lsi_during_training` against ``reference`` (LSI indexed by sample ``index``):
     Spearman, top-``fraction`` overlap and median relative difference per ``epoch`` (:func:`compare_rankings`)."""
