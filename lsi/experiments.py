@@ -149,6 +149,37 @@ def regime_slopes(medians: pd.DataFrame, n_params: int, *, x: str = "n", y: str 
     return out
 
 
+REGIMES = {"below": "at or below the parameter count (n <= K)",
+           "far_above": f"far above the parameter count (n >= {FAR_ABOVE} K)"}
+"""The two regimes of App. F's scaling, by :func:`regime_slopes`' names."""
+
+
+def in_regime(n: Any, n_params: int, regime: str) -> np.ndarray:
+    """Mask of the sizes ``n`` inside ``regime`` (:data:`REGIMES`) for a probe with ``n_params`` parameters."""
+    n = np.asarray(n)
+    if regime not in REGIMES:
+        raise ValueError(f"regime={regime!r} is not valid; choose one of {', '.join(REGIMES)}.")
+    return n <= n_params if regime == "below" else n >= FAR_ABOVE * n_params
+
+
+def scaling_claims(medians: pd.DataFrame, n_params: int, *, label: str, x: str = "n", y: str = "lsi") -> list:
+    """App. F's "LSI falls like 1/n", one claim row per regime (:data:`REGIMES`), judged by
+    :func:`lsi.claims.scales_like` on the median LSI (``y``) of the same samples against n (``x``)
+    inside the regime: as strict as a ratio, and "cannot tell" with fewer than three sizes."""
+    from lsi.claims import Claim, scales_like
+
+    rows = []
+    for regime, words in REGIMES.items():
+        part = medians[in_regime(medians[x], n_params, regime)]
+        sizes = ", ".join(f"{int(n):,}" for n in part[x])
+        rows.append(Claim(
+            f"LSI falls like 1/n (App. F), {words}; {label}.",
+            f"median LSI at n = {sizes or 'none'}: " + ", ".join(f"{v:.3g}" for v in part[y]) if len(part)
+            else "no size of this run falls in this regime",
+            scales_like(part[x], part[y], -1.0, what="the median LSI", law="1/n"), tier="converged"))
+    return rows
+
+
 def feature_noise_sweep(features: Any, labels: Any, target_class: int, variances: Sequence[float], *,
                         seed: int = 0, **options) -> pd.DataFrame:
     """LSI of every scored sample with ``N(0, variance)`` noise on the features of ``target_class``.

@@ -239,3 +239,19 @@ def test_lsi_with_notes_returns_the_warm_start_warning_as_a_note():
     assert len(table) == 3 and len(notes) == 1 and "stopped at gradient norm" in notes[0]
     quiet, none = experiments.lsi_with_notes(X, y, solver="gd", **options)
     assert none == [] and len(quiet) == 3
+
+
+def test_scaling_claims_judge_each_regime_on_its_own():
+    """K = 100: sizes 20, 50, 100 lie below it, 400 and up far above it (FAR_ABOVE = 4)."""
+    n = np.array([20, 50, 100, 400, 1000, 4000])
+    lsi = np.where(n <= 100, 0.5 * n ** 0.16, 30.0 / n)   # rising below K, exactly 1/n far above it
+    rows = experiments.scaling_claims(pd.DataFrame({"n": n, "lsi": lsi}), 100, label="toy")
+    below, far = rows
+    assert "n <= K" in below.claim and below.verdict.status == "no" and "log-log slope 0.16" in below.verdict.detail
+    assert "n >= 4 K" in far.claim and far.verdict.status == "yes"
+    two = experiments.scaling_claims(pd.DataFrame({"n": [20, 50, 400, 1000], "lsi": [1.0, 0.4, 0.1, 0.04]}), 100,
+                                     label="toy")
+    assert [r.verdict.status for r in two] == ["cannot tell", "cannot tell"]
+    assert experiments.in_regime([100, 399, 400], 100, "far_above").tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="regime"):
+        experiments.in_regime([1], 1, "middle")
