@@ -428,15 +428,19 @@ SUBSETS = ("low", "mid", "high", "random")
 def learnability(scores: Sequence[float], labels: Sequence[int], *, features: Any, pixels: Any, test_features: Any,
                  test_pixels: Any, test_labels: Sequence[int], models: Sequence[str], seeds: Sequence[int] = (0,),
                  widths: Mapping[str, Any] | None = None, weight_decay: float = 0.01,
-                 device: str | torch.device = "cpu", **training_options: Any) -> pd.DataFrame:
+                 device: str | torch.device = "cpu", draw: float = 1.0, **training_options: Any) -> pd.DataFrame:
     """Train and test accuracy of each model trained on each LSI subset, for each seed (Figs. 8-9, App. J).
 
-    For every seed, :func:`lsi_subsets` splits the samples by per-class order of ``scores`` into
-    ``low``, ``mid`` and ``high`` thirds, plus a ``random`` subset of the same size drawn with that
-    seed. Each model in ``models`` is trained on each subset:
+    For every seed, a stratified share ``draw`` of the samples is drawn with that seed
+    (:func:`lsi.data.stratified_positions`; all of them when ``draw`` is 1) and :func:`lsi_subsets`
+    splits the drawn samples by per-class order of ``scores`` into ``low``, ``mid`` and ``high``
+    thirds, plus a ``random`` subset of the same size drawn with that seed. The seed thus varies
+    what a replicate really varies: the training samples drawn and the networks' initialisation.
+    Each model in ``models`` is trained on each subset:
 
     * ``"probe"``: the linear probe on ``features`` at its exact optimum (:func:`probe_accuracy`,
-      ``weight_decay``); it has no random state, so on low/mid/high every seed gives the same numbers;
+      ``weight_decay``); it has no random state, so with ``draw`` = 1 every seed gives it the same
+      low/mid/high numbers (identical replicates: :func:`replicates_differ` says so);
     * any :mod:`lsi.networks` name: that network on ``pixels`` (:func:`lsi.networks.train_and_evaluate`,
       built and batched from the seed, width ``widths[name]`` if given, ``weight_decay`` and the
       ``training_options``: ``epochs``, ``batch_size``, ``lr``, ``momentum``).
@@ -445,10 +449,15 @@ def learnability(scores: Sequence[float], labels: Sequence[int], *, features: An
     on ``test_features`` / ``test_pixels``. Returns one row per model, subset and seed: ``model,
     subset, seed, n, train_accuracy, test_accuracy, gap`` (train minus test) and ``wall_time_s``.
     """
-    labels, test_labels = np.asarray(labels), np.asarray(test_labels)
+    labels, test_labels, scores = np.asarray(labels), np.asarray(test_labels), np.asarray(scores, float)
+    if not 0 < draw <= 1:
+        raise ValueError(f"draw == {draw}: the share of the samples each seed draws must be in (0, 1].")
     n_classes, widths, rows = int(max(labels.max(), test_labels.max())) + 1, dict(widths or {}), []
     for seed in seeds:
-        for subset, positions in lsi_subsets(scores, labels, seed=seed).items():
+        pool = (np.arange(len(labels)) if draw == 1 else
+                np.sort(stratified_positions(labels, int(round(draw * len(labels))), seed=seed)))
+        for subset, local in lsi_subsets(scores[pool], labels[pool], seed=seed).items():
+            positions = pool[local]
             for model in models:
                 rows.append({"model": model, "subset": subset, "seed": seed, "n": len(positions),
                              **_train_one(model, positions, labels, features, pixels, test_features, test_pixels,
@@ -480,6 +489,16 @@ def by_subset(runs: pd.DataFrame, model: str, column: str) -> dict[str, np.ndarr
     if rows.empty:
         raise ValueError(f"model={model!r} has no runs; the table holds {sorted(runs['model'].unique())}.")
     return {subset: rows.loc[rows["subset"] == subset, column].to_numpy(float) for subset in SUBSETS}
+
+
+def replicates_differ(runs: pd.DataFrame, model: str, column: str, subsets: Sequence[str] = ("low", "mid", "high")):
+    """:func:`lsi.claims.independent` of ``model``'s seeds: one replicate per seed, its ``column`` on the
+    ``subsets`` a claim compares. Identical replicates (the probe on the LSI thirds with ``draw`` = 1,
+    whatever the seed) give a failed precondition."""
+    from lsi.claims import independent
+
+    rows = runs[runs["model"] == model].pivot(index="seed", columns="subset", values=column)
+    return independent(list(rows[list(subsets)].to_numpy()), what=f"seeds of the {model} on {', '.join(subsets)}")
 
 
 def seed_intervals(runs: pd.DataFrame, columns: Sequence[str] = ("train_accuracy", "test_accuracy", "gap"), *,

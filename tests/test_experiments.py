@@ -255,3 +255,22 @@ def test_scaling_claims_judge_each_regime_on_its_own():
     assert experiments.in_regime([100, 399, 400], 100, "far_above").tolist() == [False, False, True]
     with pytest.raises(ValueError, match="regime"):
         experiments.in_regime([1], 1, "middle")
+
+
+def test_learnability_replicates_vary_the_drawn_samples():
+    """With draw < 1 each seed trains on other samples, so even the exact probe's replicates differ;
+    with draw = 1 they are identical, and replicates_differ says so."""
+    data = _learnability_data()
+    same = experiments.learnability(**data, seeds=[0, 1], models=["probe"])
+    assert not experiments.replicates_differ(same, "probe", "test_accuracy").holds
+    drawn = experiments.learnability(**data, seeds=[0, 1], models=["probe"], draw=0.5)
+    assert experiments.replicates_differ(drawn, "probe", "test_accuracy").holds and set(drawn["n"]) == {9}
+    for seed in (0, 1):  # the independent check: the draw, then the thirds of the drawn samples
+        pool = np.sort(lsi.data.stratified_positions(data["labels"], 30, seed=seed))
+        low = pool[experiments.lsi_subsets(data["scores"][pool], data["labels"][pool], seed=seed)["low"]]
+        probe = experiments.probe_accuracy(data["features"][low], data["labels"][low], data["test_features"],
+                                           data["test_labels"])
+        row = drawn.set_index(["model", "subset", "seed"]).loc[("probe", "low", seed)]
+        assert row["test_accuracy"] == probe["test_accuracy"]
+    with pytest.raises(ValueError, match="draw"):
+        experiments.learnability(**data, seeds=[0], models=["probe"], draw=0.0)
