@@ -397,10 +397,10 @@ def newton_pcg(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tenso
     ``(theta, ||g||)`` at the last iterate: the caller judges the norm.
     """
     m = w.sum()
-    for _ in range(max_newton + 1):
+    for step_count in range(max_newton + 1):
         g = training.objective_grad(probe, theta[None], X, Y, w[None], weight_decay)[0]
         norm = float(g.norm())
-        if norm <= tol:
+        if norm <= tol or step_count == max_newton:  # the norm returned is always that of the theta returned
             break
         hvp = lambda v: probe.hvp(theta, X, Y, w, v[None])[0] / m + weight_decay * v
         step = _preconditioned_cg(hvp, -g, precondition, tol=min(0.1, norm ** 0.5) * norm, max_iter=cg_iter)
@@ -424,11 +424,11 @@ def fit_certified(net: Network, inputs: Tensor, labels: Tensor, *, weight_decay:
     weights: L-BFGS (strong Wolfe line search) for at most ``lbfgs_steps``
     iterations (or until its largest gradient entry is below ``tol``), then
     :func:`newton_pcg` with exact Hessian-vector products, preconditioned by the
-    Cholesky factor of the Gauss-Newton matrix at the L-BFGS solution
-    (:class:`GaussNewtonModule`), until ``||grad L|| <= tol``. If no step lowers ``L``
+    Cholesky factor of the Gauss-Newton matrix (:class:`GaussNewtonModule`), refreshed every
+    :data:`REFRESH_EVERY` steps, until ``||grad L|| <= tol`` or ``max_newton`` steps. If no step lowers ``L``
     any more first, the returned ``grad_norm`` is the tightest float64 reaches and
     ``reached_tol`` is False. ``inputs`` should be float64. Returns a new network
-    (``net`` is untouched) and ``{"grad_norm", "reached_tol", "lbfgs_steps", "wall_time_s"}``.
+    (``net`` is untouched) and ``{"grad_norm", "reached_tol", "lbfgs_steps", "newton_steps", "wall_time_s"}``.
     """
     start = time.perf_counter()
     model = deepcopy(net).to(device=inputs.device, dtype=inputs.dtype)
@@ -449,16 +449,33 @@ def fit_certified(net: Network, inputs: Tensor, labels: Tensor, *, weight_decay:
     probe = GaussNewtonModule(model, model.head.out_features)
     theta = nn.utils.parameters_to_vector(params).detach()
     w = torch.ones(len(inputs), dtype=inputs.dtype, device=inputs.device)
-    ggn = probe.hessian(theta, inputs, labels, w) / len(inputs)
-    ggn.diagonal().add_(weight_decay)
-    factor = torch.linalg.cholesky(ggn)
-    del ggn
-    precondition = lambda v: torch.cholesky_solve(v[:, None], factor)[:, 0]
-    theta, grad_norm = newton_pcg(probe, theta, inputs, labels, w, weight_decay=weight_decay,
-                                  precondition=precondition, tol=tol, max_newton=max_newton)
+    grad_norm, newton_steps = math.inf, 0
+    while newton_steps < max_newton and grad_norm > tol:
+        factor = _gauss_newton_factor(probe, theta, inputs, labels, w, weight_decay)
+        precondition = lambda v, factor=factor: torch.cholesky_solve(v[:, None], factor)[:, 0]
+        refresh = min(REFRESH_EVERY, max_newton - newton_steps)
+        previous, (theta, grad_norm) = theta, newton_pcg(
+            probe, theta, inputs, labels, w, weight_decay=weight_decay, precondition=precondition, tol=tol,
+            max_newton=refresh)
+        newton_steps += refresh
+        if torch.equal(theta, previous):  # no step lowers L even with a fresh preconditioner: the float64 floor
+            break
     return with_parameters(model, theta), {"grad_norm": grad_norm, "reached_tol": grad_norm <= tol,
-                                           "lbfgs_steps": int(lbfgs_iterations),
+                                           "lbfgs_steps": int(lbfgs_iterations), "newton_steps": newton_steps,
                                            "wall_time_s": time.perf_counter() - start}
+
+
+REFRESH_EVERY = 3
+"""Newton steps of :func:`fit_certified` between two Gauss-Newton preconditioners: far from the optimum the
+curvature changes from step to step, near it one factor serves until the end."""
+
+
+def _gauss_newton_factor(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor,
+                         weight_decay: float) -> Tensor:
+    """Cholesky factor of the mean-form Gauss-Newton matrix ``GGN / m + lambda I`` at ``theta``."""
+    ggn = probe.hessian(theta, X, Y, w) / w.sum()
+    ggn.diagonal().add_(weight_decay)
+    return torch.linalg.cholesky(ggn)
 
 
 def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Sequence[int], *,
