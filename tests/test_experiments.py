@@ -274,3 +274,23 @@ def test_learnability_replicates_vary_the_drawn_samples():
         assert row["test_accuracy"] == probe["test_accuracy"]
     with pytest.raises(ValueError, match="draw"):
         experiments.learnability(**data, seeds=[0], models=["probe"], draw=0.0)
+
+
+def test_table1_claims_are_gated_on_convergence():
+    """Table 1 from three score columns; a network that has not converged gets cannot tell, whatever its numbers."""
+    from lsi import claims
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(size=60)
+    scores = pd.DataFrame({"all parameters": base, "last layer": base * rng.lognormal(0, 0.05, 60),
+                           "probe": rng.lognormal(size=60)})
+    found = experiments.table1(scores, seed=0)
+    assert set(found) == set(experiments.PAPER_TABLE1)
+    assert found["last layer", "all parameters"].rho > 0.9 and abs(found["probe", "all parameters"].rho) < 0.4
+    rows = experiments.table1_claims({"smooth": (found, claims.converged(1e-7, tol=1e-6), "converged"),
+                                      "relu": (found, claims.converged(0.287, tol=1e-6), "gd")}, tol=1e-6)
+    status = {(r.claim.split("; ")[-1], r.claim.split(" (App")[0]): r.verdict.status for r in rows}
+    assert status["smooth.", "LSI on the last layer ranks samples like LSI on all parameters"] == "yes"
+    assert status["smooth.", "LSI on the probe ranks samples like LSI on all the CNN's parameters"] == "no"
+    assert {s for (net, _), s in status.items() if net == "relu."} == {"cannot tell"}
+    frame = experiments.table1_frame({"retrained": found})
+    assert len(frame) == 3 and (frame["95% low"] <= frame["Spearman"]).all()
