@@ -1,4 +1,4 @@
-"""Named verdict rules: does this run reproduce the paper's claim? yes, partly or no.
+"""Named verdict rules: does this run reproduce the paper's claim? yes, partly, no or cannot tell.
 
 Every chapter's claim box is built from these rules, so that one claim is
 judged the same way everywhere and no chapter carries a threshold of its own.
@@ -6,7 +6,18 @@ A rule takes the run's measurements and returns a :class:`Verdict`:
 
 - ``yes``;
 - ``partly: <what differs>``;
-- ``no: <what was found instead>``.
+- ``no: <what was found instead>``;
+- ``cannot tell: <why>``: a precondition of the rule does not hold, so the
+  measurement can carry no verdict at all.
+
+**Preconditions.** A rule judges only measurements that can carry a verdict.
+Each rule checks its own from the measurement itself (enough points for a
+correlation, a slope or a bootstrap interval; replicates that are not
+identical; a bootstrap interval of non-zero width), and every rule takes
+``requires=``: further :class:`Precondition` s the caller measured, chiefly
+:func:`converged` (the reference models are at their optimum). The checks are
+:func:`converged`, :func:`independent`, :func:`enough_points` and
+:func:`has_width`. A failed precondition gives ``cannot tell``, never ``no``.
 
 Each threshold is a module constant with the reason for its value, fixed
 before looking at any result. The rules:
@@ -38,7 +49,15 @@ rule                          yes when
                               every regime named by the claim (and not in the others)
 :func:`beats`                 paired bootstrap differences of a metric (e.g. AUROC of two
                               scores on the same resamples) lie above 0
+:func:`trend`                 the Spearman of level vs value, over all samples, has its
+                              bootstrap interval on the claimed side of 0
+:func:`scales_like`           the change per decade of a log-log slope within a factor
+                              :data:`RATIO_TOLERANCE` of the expected one (as :func:`ratio_near`)
 ============================  ===============================================================
+
+A correlation can be given as a plain number or as a :class:`Correlation`
+(from :func:`spearman`): the latter carries its bootstrap interval and sample
+count, which the rules report and check.
 
 :class:`Claim` pairs a paper's claim with the run's numbers, the verdict and
 the solver tier that produced the numbers; :func:`box` renders claims as the
@@ -49,16 +68,19 @@ reproduction report reads (:mod:`lsi.book.reproduction`).
 """
 from __future__ import annotations
 
+import functools
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import spearmanr as _spearmanr
 
 from lsi.stats import bootstrap_interval, separation, tail_summary
 
-YES, PARTLY, NO = "yes", "partly", "no"
+YES, PARTLY, NO, CANNOT_TELL = "yes", "partly", "no", "cannot tell"
+STATUSES = (YES, PARTLY, NO, CANNOT_TELL)
 
 CLAIMS_METADATA = "lsi.claims"
 """Key of the claims, as :meth:`Claim.to_dict` records, in the metadata of a claim box's output."""
@@ -104,18 +126,38 @@ BREAKDOWN_FACTOR = 2.0
 """An estimate off by more than this factor either way (or not positive) has broken down: it
 no longer gives even the scale of the true value (a relative error of 100% on the high side)."""
 
+CONVERGED_GRADIENT_NORM = 1e-5
+"""Largest gradient norm of the (regularised, mean) objective at which a model counts as at its optimum.
+
+A left-out model moves from the full-data one by about ``H^-1 g_i / n``: one sample's
+loss gradient over n, of order 1e-3 for the few hundred to few thousand samples of the
+book. A residual gradient a hundred times smaller moves the optimum by at most about 1%
+of that shift, so the ranking of the samples is the optimum's and not the optimiser's."""
+
+MIN_CORRELATION_POINTS = 10
+"""Fewest pairs a Spearman correlation is judged on. With n pairs one swapped neighbour pair
+moves Spearman by 12/(n^3 - n): 0.007 at n = 10, 0.1 at n = 5, 0.5 at n = 3."""
+
+MIN_SLOPE_POINTS = 3
+"""Fewest distinct x values a slope is judged on: a line passes through any two points, so
+only a third can show whether the values lie on one."""
+
+MIN_REPLICATES = 2
+"""Fewest repeated measurements whose spread stands for the noise (one has no spread)."""
+
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of a rule: ``status`` is yes, partly or no; ``detail`` says what differs."""
+    """The outcome of a rule: ``status`` is yes, partly, no or cannot tell; ``detail`` says what differs or why."""
 
     status: str
     detail: str = ""
     rule: str = ""
 
     def __post_init__(self) -> None:
-        if self.status not in (YES, PARTLY, NO):
-            raise ValueError(f"status={self.status!r} is not a verdict; use 'yes', 'partly' or 'no'.")
+        if self.status not in STATUSES:
+            raise ValueError(f"status={self.status!r} is not a verdict; use 'yes', 'partly', 'no' or "
+                             f"'cannot tell'.")
         if self.status != YES and not self.detail:
             raise ValueError(f"a {self.status!r} verdict must say what was found instead.")
 
@@ -132,22 +174,145 @@ class Claim:
     verdict: Verdict
     tier: str = ""
     """The solver tier behind the numbers (``converged``, ``newton-step``, ``gd``, ...), if any."""
+    sub: bool = False
+    """A sub-row of the claim above it (the same claim under a variant of the procedure): indented in
+    the box and the summary, and not counted as a claim of its own."""
 
     def to_dict(self) -> dict:
-        """The claim as plain data: ``claim``, ``ours``, ``tier`` and ``verdict`` (``status``, ``detail``, ``rule``)."""
-        return {"claim": self.claim, "ours": self.ours, "tier": self.tier,
+        """The claim as plain data: ``claim``, ``ours``, ``tier``, ``sub`` and ``verdict`` (``status``, ``detail``, ``rule``)."""
+        return {"claim": self.claim, "ours": self.ours, "tier": self.tier, "sub": self.sub,
                 "verdict": {"status": self.verdict.status, "detail": self.verdict.detail, "rule": self.verdict.rule}}
 
     @classmethod
     def from_dict(cls, record: Mapping) -> Claim:
         """The claim of a :meth:`to_dict` record."""
-        return cls(record["claim"], record["ours"], Verdict(**record["verdict"]), record.get("tier", ""))
+        return cls(record["claim"], record["ours"], Verdict(**record["verdict"]), record.get("tier", ""),
+                   record.get("sub", False))
 
 
 def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+@dataclass(frozen=True)
+class Precondition:
+    """Whether a measurement can carry a verdict: ``holds``, and ``why`` not when it does not."""
+
+    holds: bool
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.holds and not self.why:
+            raise ValueError("a failed precondition must say why.")
+
+
+def converged(grad_norms: float | Sequence[float], *, tol: float = CONVERGED_GRADIENT_NORM,
+              what: str = "the reference models") -> Precondition:
+    """Are the models behind a measurement at their optimum: largest gradient norm <= ``tol``?
+
+    ``grad_norms`` are the gradient norms of the objective at each model's parameters (one
+    or many models); ``tol`` defaults to :data:`CONVERGED_GRADIENT_NORM`. A NaN norm fails.
+    """
+    norms = np.atleast_1d(np.asarray(grad_norms, float))
+    if norms.size == 0:
+        raise ValueError("converged needs at least one gradient norm.")
+    largest = float(np.max(norms)) if not np.isnan(norms).any() else math.nan
+    if largest <= tol:
+        return Precondition(True)
+    return Precondition(False, f"{what} have not converged (largest gradient norm {largest:.3g}, "
+                               f"tolerance {tol:g})")
+
+
+def independent(replicates: Sequence, *, what: str = "the replicates") -> Precondition:
+    """Do repeated measurements vary at all: at least :data:`MIN_REPLICATES`, not all identical?
+
+    ``replicates`` holds one measurement per replicate (a number or an array of the same
+    shape each). Identical replicates are one measurement repeated: their spread is zero and
+    says nothing about the noise.
+    """
+    values = [np.asarray(r, float) for r in replicates]
+    if len(values) < MIN_REPLICATES:
+        return Precondition(False, f"{what}: {len(values)} replicate, no spread to judge the noise by")
+    if all(np.array_equal(values[0], v, equal_nan=True) for v in values[1:]):
+        return Precondition(False, f"the {len(values)} {what} are identical, one measurement repeated")
+    return Precondition(True)
+
+
+def enough_points(n: int, needed: int, *, what: str = "the values") -> Precondition:
+    """Are there at least ``needed`` points (e.g. :data:`MIN_CORRELATION_POINTS`) for a statistic?"""
+    if n >= needed:
+        return Precondition(True)
+    return Precondition(False, f"{what}: {n} points, fewer than the {needed} needed")
+
+
+def has_width(low: float, high: float, *, what: str = "the bootstrap interval") -> Precondition:
+    """Does a bootstrap interval have non-zero width (otherwise the resamples all agree: no noise seen)?"""
+    if high > low:
+        return Precondition(True)
+    return Precondition(False, f"{what} has zero width ({_fmt(low)} to {_fmt(high)}): the resamples do not vary")
+
+
+def _gated(rule: Callable[..., Verdict]) -> Callable[..., Verdict]:
+    """Give ``rule`` the keyword ``requires=`` (preconditions): if any fails, the verdict is cannot tell."""
+    @functools.wraps(rule)
+    def judged(*args, requires: Sequence[Precondition] = (), **kwargs) -> Verdict:
+        failed = [p.why for p in requires if not p.holds]
+        if failed:
+            return Verdict(CANNOT_TELL, "; ".join(failed), rule=rule.__name__)
+        return rule(*args, **kwargs)
+    return judged
+
+
+def _cannot_tell(rule: str, *checks: Precondition) -> Verdict | None:
+    failed = [p.why for p in checks if not p.holds]
+    return Verdict(CANNOT_TELL, "; ".join(failed), rule=rule) if failed else None
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A Spearman correlation with its percentile bootstrap interval over ``n`` pairs."""
+
+    rho: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"Spearman {self.rho:.3f} ({CONFIDENCE:.0%} interval {self.low:.3f} to {self.high:.3f}, n = {self.n})"
+
+
+def spearman(a: Sequence[float], b: Sequence[float], *, n_resamples: int = 2000, seed: int = 0) -> Correlation:
+    """Spearman correlation of paired values with a :data:`CONFIDENCE` bootstrap interval (pairs resampled).
+
+    Resamples whose ranks are constant on one side (no correlation defined) are skipped.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"spearman needs two 1-d arrays of the same length, got shapes {a.shape} and {b.shape}.")
+    if a.size < 2:
+        raise ValueError(f"spearman needs at least two pairs, got {a.size}.")
+    rho = float(_spearmanr(a, b).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples):
+        pick = rng.integers(0, a.size, a.size)
+        if np.ptp(a[pick]) > 0 and np.ptp(b[pick]) > 0:
+            draws.append(_spearmanr(a[pick], b[pick]).statistic)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = (float(np.quantile(draws, q)) for q in (tail, 1 - tail)) if draws else (rho, rho)
+    return Correlation(rho, low, high, int(a.size))
+
+
+def _correlation(rho: float | Correlation, rule: str) -> tuple[float, str, Verdict | None]:
+    """The number, its text and the cannot-tell verdict (or None) of a plain or bootstrapped correlation."""
+    if not isinstance(rho, Correlation):
+        return float(rho), f"Spearman {rho:.3f}", None
+    return rho.rho, str(rho), _cannot_tell(
+        rule, enough_points(rho.n, MIN_CORRELATION_POINTS, what="the correlation"),
+        has_width(rho.low, rho.high, what="the correlation's bootstrap interval"))
+
+
+@_gated
 def long_tail(values: Sequence[float]) -> Verdict:
     """Is the distribution of ``values`` long-tailed, i.e. heavier-tailed than an exponential?
 
@@ -169,6 +334,7 @@ def long_tail(values: Sequence[float]) -> Verdict:
     return Verdict(NO, f"no heavier than an exponential: {share}; {reach}", rule="long_tail")
 
 
+@_gated
 def separates(scores: Sequence[float], positive: Sequence[bool], *, what: str = "the positives",
               above_all: bool = False) -> Verdict:
     """Do higher scores single out ``positive`` samples (for example flipped labels)?
@@ -192,6 +358,7 @@ def separates(scores: Sequence[float], positive: Sequence[bool], *, what: str = 
     return Verdict(YES, rule="separates")
 
 
+@_gated
 def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
     """Are the groups' medians in the order given by ``groups`` (lowest first)?
 
@@ -199,7 +366,8 @@ def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
     :data:`CONFIDENCE`). yes: the medians follow the order and neighbouring
     intervals are disjoint. partly: the medians follow the order but some
     neighbouring intervals overlap. no: some pair is inverted; the detail
-    names it.
+    names it. cannot tell: a group has fewer than :data:`MIN_REPLICATES` values or an
+    interval of zero width.
     """
     if len(groups) < 2:
         raise ValueError("ordered needs at least two groups.")
@@ -207,6 +375,11 @@ def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
     stats = {name: (float(np.median(groups[name])),
                     bootstrap_interval(groups[name], np.median, confidence=CONFIDENCE, seed=seed))
              for name in names}
+    unclear = _cannot_tell("ordered", *(check for name in names for check in (
+        enough_points(len(groups[name]), MIN_REPLICATES, what=name),
+        has_width(*stats[name][1], what=f"the interval of the median of {name}"))))
+    if unclear:
+        return unclear
     inverted = [(a, b) for a, b in zip(names, names[1:]) if stats[a][0] >= stats[b][0]]
     if inverted:
         text = "; ".join(f"the median of {b} is {'below' if stats[a][0] > stats[b][0] else 'level with'} that "
@@ -219,6 +392,7 @@ def ordered(groups: Mapping[str, Sequence[float]], *, seed: int = 0) -> Verdict:
     return Verdict(YES, rule="ordered")
 
 
+@_gated
 def more_concentrated(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
                       seed: int = 0) -> Verdict:
     """Are the values of group ``a`` more concentrated than those of ``b``?
@@ -226,7 +400,12 @@ def more_concentrated(a: Sequence[float], b: Sequence[float], *, what_a: str, wh
     Spread is the interquartile range of log10 values (positive values only).
     yes: the :data:`CONFIDENCE` bootstrap interval of IQR(b) - IQR(a) lies
     above 0. partly: IQR(a) < IQR(b) but the interval contains 0. no: IQR(a) >= IQR(b).
+    cannot tell: a group has fewer than :data:`MIN_CORRELATION_POINTS` values (no quartiles to speak of).
     """
+    unclear = _cannot_tell("more_concentrated", enough_points(len(a), MIN_CORRELATION_POINTS, what=what_a),
+                           enough_points(len(b), MIN_CORRELATION_POINTS, what=what_b))
+    if unclear:
+        return unclear
     a, b = (np.log10(np.asarray(v, float)) for v in (a, b))
     def iqr(v):
         return float(np.subtract(*np.quantile(v, [0.75, 0.25])))
@@ -242,6 +421,7 @@ def more_concentrated(a: Sequence[float], b: Sequence[float], *, what_a: str, wh
     return Verdict(PARTLY, f"{text}: narrower, but within the bootstrap noise", rule="more_concentrated")
 
 
+@_gated
 def ratio_near(measured: float, expected: float, *, what: str = "the ratio") -> Verdict:
     """Is ``measured`` about ``expected`` (within :data:`RATIO_TOLERANCE` either way)?
 
@@ -264,45 +444,64 @@ def ratio_near(measured: float, expected: float, *, what: str = "the ratio") -> 
     return Verdict(NO, f"{what} is {measured:.3g}: the effect goes the other way", rule="ratio_near")
 
 
-def correlates(rho: float, *, what: str = "the two scores") -> Verdict:
+@_gated
+def correlates(rho: float | Correlation, *, what: str = "the two scores") -> Verdict:
     """Do two scores rank samples alike? yes: Spearman >= :data:`STRONG_CORRELATION`;
-    partly: >= :data:`MODERATE_CORRELATION`; no: below."""
+    partly: >= :data:`MODERATE_CORRELATION`; no: below. A :class:`Correlation` must rest on
+    :data:`MIN_CORRELATION_POINTS` pairs and an interval of non-zero width (else cannot tell)."""
+    rho, text, unclear = _correlation(rho, "correlates")
+    if unclear:
+        return unclear
     if rho >= STRONG_CORRELATION:
         return Verdict(YES, rule="correlates")
     if rho >= MODERATE_CORRELATION:
-        return Verdict(PARTLY, f"{what} correlate only moderately (Spearman {rho:.3f})", rule="correlates")
-    return Verdict(NO, f"{what} rank samples differently (Spearman {rho:.3f})", rule="correlates")
+        return Verdict(PARTLY, f"{what} correlate only moderately ({text})", rule="correlates")
+    return Verdict(NO, f"{what} rank samples differently ({text})", rule="correlates")
 
 
-def weakly_correlated(rho: float, *, what: str = "the two scores") -> Verdict:
+@_gated
+def weakly_correlated(rho: float | Correlation, *, what: str = "the two scores") -> Verdict:
     """Is a correlation weak? yes: abs(rho) < :data:`WEAK_CORRELATION`; partly: below
-    :data:`MODERATE_CORRELATION`; no: at or above it."""
+    :data:`MODERATE_CORRELATION`; no: at or above it. Preconditions as :func:`correlates`."""
+    rho, text, unclear = _correlation(rho, "weakly_correlated")
+    if unclear:
+        return unclear
     if abs(rho) < WEAK_CORRELATION:
         return Verdict(YES, rule="weakly_correlated")
     if abs(rho) < MODERATE_CORRELATION:
-        return Verdict(PARTLY, f"{what} correlate moderately (Spearman {rho:.3f})", rule="weakly_correlated")
-    return Verdict(NO, f"{what} correlate well above weakly (Spearman {rho:.3f})", rule="weakly_correlated")
+        return Verdict(PARTLY, f"{what} correlate moderately ({text})", rule="weakly_correlated")
+    return Verdict(NO, f"{what} correlate well above weakly ({text})", rule="weakly_correlated")
 
 
-def differ(rho: float, *, what: str = "the two scores") -> Verdict:
+@_gated
+def differ(rho: float | Correlation, *, what: str = "the two scores") -> Verdict:
     """Do two scores rank samples differently? yes: Spearman < :data:`MODERATE_CORRELATION`;
-    partly: below :data:`STRONG_CORRELATION`; no: at or above it (they rank alike)."""
+    partly: below :data:`STRONG_CORRELATION`; no: at or above it (they rank alike).
+    Preconditions as :func:`correlates`."""
+    rho, text, unclear = _correlation(rho, "differ")
+    if unclear:
+        return unclear
     if rho < MODERATE_CORRELATION:
         return Verdict(YES, rule="differ")
     if rho < STRONG_CORRELATION:
-        return Verdict(PARTLY, f"{what} differ only moderately (Spearman {rho:.3f})", rule="differ")
-    return Verdict(NO, f"{what} rank samples alike (Spearman {rho:.3f})", rule="differ")
+        return Verdict(PARTLY, f"{what} differ only moderately ({text})", rule="differ")
+    return Verdict(NO, f"{what} rank samples alike ({text})", rule="differ")
 
 
-def approximates(spearman: float, median_rel_error: float, *, what: str = "the approximation") -> Verdict:
+@_gated
+def approximates(spearman: float | Correlation, median_rel_error: float, *,
+                 what: str = "the approximation") -> Verdict:
     """Does an approximation reproduce a reference, in ranking and in value?
 
     ranking: Spearman >= :data:`STRONG_CORRELATION`; value: median relative
     error <= :data:`CLOSE_RELATIVE_ERROR`. Both: yes; one: partly; none: no.
+    Preconditions of the ranking as :func:`correlates`.
     """
+    spearman, ranking, unclear = _correlation(spearman, "approximates")
+    if unclear:
+        return unclear
     rank_ok = spearman >= STRONG_CORRELATION
     value_ok = median_rel_error <= CLOSE_RELATIVE_ERROR
-    ranking = f"Spearman {spearman:.3f}"
     values = f"median relative error {median_rel_error:.0%}"
     if rank_ok and value_ok:
         return Verdict(YES, rule="approximates")
@@ -316,17 +515,26 @@ def approximates(spearman: float, median_rel_error: float, *, what: str = "the a
                    rule="approximates")
 
 
+@_gated
 def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str, seed: int = 0) -> Verdict:
     """Is quantity ``a`` larger than ``b``, beyond the noise of repeated measurements?
 
     ``a`` and ``b`` are repeated measurements (seeds, bootstrap draws) of each
     quantity. yes: the :data:`CONFIDENCE` bootstrap interval of mean(a) - mean(b)
     lies above 0. partly: mean(a) > mean(b) but the interval contains 0.
-    no: mean(a) <= mean(b).
+    no: mean(a) <= mean(b). cannot tell: neither quantity has :data:`MIN_REPLICATES`
+    measurements, or neither one's measurements vary (no noise to judge against). One
+    deterministic measurement against repeated ones (a ranking against random orders) is judged.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.size == 0 or b.size == 0:
         raise ValueError("exceeds needs at least one measurement of each quantity.")
+    if max(a.size, b.size) < MIN_REPLICATES:
+        return Verdict(CANNOT_TELL, f"one measurement each of {what_a} and {what_b}: no noise to judge the "
+                                    f"difference by", rule="exceeds")
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return Verdict(CANNOT_TELL, f"the repeats of {what_a} and of {what_b} are identical, one measurement "
+                                    f"each repeated", rule="exceeds")
     gap = float(a.mean() - b.mean())
     text = f"mean {what_a} {_fmt(a.mean())} vs {what_b} {_fmt(b.mean())}"
     if gap <= 0:
@@ -334,11 +542,12 @@ def exceeds(a: Sequence[float], b: Sequence[float], *, what_a: str, what_b: str,
     rng = np.random.default_rng(seed)
     draws = [rng.choice(a, a.size).mean() - rng.choice(b, b.size).mean() for _ in range(2000)]
     low = float(np.quantile(draws, (1 - CONFIDENCE) / 2))
-    if low > 0 and min(a.size, b.size) > 1:
+    if low > 0:
         return Verdict(YES, rule="exceeds")
     return Verdict(PARTLY, f"{text}, within the noise of {min(a.size, b.size)} repeats", rule="exceeds")
 
 
+@_gated
 def best(groups: Mapping[str, Sequence[float]], which: str, *, what: str = "the value", lower: bool = False,
          seed: int = 0) -> Verdict:
     """Is group ``which`` the best of ``groups``: the highest (or, with ``lower``, the lowest)?
@@ -347,6 +556,7 @@ def best(groups: Mapping[str, Sequence[float]], which: str, *, what: str = "the 
     compared with every other group by :func:`exceeds` (on negated values with ``lower``).
     yes: ``which`` beats every other group beyond the noise. partly: its mean is the best, but
     within the noise of some group. no: some group's mean is at least as good; the detail names it.
+    cannot tell: some comparison cannot tell (too few or identical repeats).
     """
     if which not in groups or len(groups) < 2:
         raise ValueError(f"best needs {which!r} among at least two groups; got {sorted(groups)}.")
@@ -355,6 +565,9 @@ def best(groups: Mapping[str, Sequence[float]], which: str, *, what: str = "the 
     mean = {name: float(np.mean(groups[name])) for name in groups}
     found = {name: exceeds(sign * np.asarray(groups[which], float), sign * np.asarray(groups[name], float),
                            what_a=which, what_b=name, seed=seed) for name in others}
+    unclear = [found[name].detail for name in others if found[name].status == CANNOT_TELL]
+    if unclear:
+        return Verdict(CANNOT_TELL, "; ".join(dict.fromkeys(unclear)), rule="best")
     beaten = [name for name in others if found[name].status == NO]
     if beaten:
         text = "; ".join(f"{name} {_fmt(mean[name])} vs {which} {_fmt(mean[which])}" for name in beaten)
@@ -367,6 +580,7 @@ def best(groups: Mapping[str, Sequence[float]], which: str, *, what: str = "the 
     return Verdict(YES, rule="best")
 
 
+@_gated
 def settles(spearman_by_step: Mapping[int, float], *, what: str = "the ranking") -> Verdict:
     """Does a ranking stay consistent after an initial warm-up of the training?
 
@@ -389,6 +603,7 @@ def settles(spearman_by_step: Mapping[int, float], *, what: str = "the ranking")
     return Verdict(NO, f"{what} still changes after the warm-up ({text})", rule="settles")
 
 
+@_gated
 def breaks_down(ratios: Mapping[str, float], *, at: Sequence[str], what: str = "the estimator") -> Verdict:
     """Does an estimator break down exactly in the regimes ``at``?
 
@@ -420,6 +635,7 @@ def breaks_down(ratios: Mapping[str, float], *, at: Sequence[str], what: str = "
     return Verdict(YES, rule="breaks_down")
 
 
+@_gated
 def beats(differences: Sequence[float], *, what_a: str, what_b: str, metric: str = "AUROC") -> Verdict:
     """Does score ``a`` do better than score ``b`` on the same samples?
 
@@ -428,11 +644,14 @@ def beats(differences: Sequence[float], *, what_a: str, what_b: str, metric: str
     :func:`lsi.compare.paired_differences`). yes: the :data:`CONFIDENCE`
     interval of the differences lies above 0. partly: their mean is above 0
     but the interval contains 0. no: the mean is at or below 0; the detail
-    says whether b is then ahead beyond the noise.
+    says whether b is then ahead beyond the noise. cannot tell: the differences do not vary.
     """
     d = np.asarray(differences, float)
     if d.size < 2:
         raise ValueError("beats needs at least two bootstrap differences.")
+    if np.ptp(d) == 0:
+        return Verdict(CANNOT_TELL, f"every bootstrap difference of {metric} is {d[0]:+.3g}: the resamples do not "
+                                    f"vary", rule="beats")
     tail = (1 - CONFIDENCE) / 2
     low, high = (float(q) for q in np.quantile(d, [tail, 1 - tail]))
     text = f"{metric} {what_a} - {what_b} = {d.mean():+.3f} ({CONFIDENCE:.0%} interval {low:+.3f} to {high:+.3f})"
@@ -444,6 +663,69 @@ def beats(differences: Sequence[float], *, what_a: str, what_b: str, metric: str
     return Verdict(NO, f"{what_a} is {behind}: {text}", rule="beats")
 
 
+@_gated
+def trend(levels: Sequence[float], values: Sequence[float], *, increasing: bool = True, what: str = "the value",
+          level: str = "the level", seed: int = 0) -> Verdict:
+    """Does ``values`` rise (or, with ``increasing=False``, fall) with ``levels``, a monotone trend?
+
+    ``levels[i]`` is the level (noise rate, corruption strength, ...) at which sample ``i``
+    was measured, ``values[i]`` its value. The statistic is the Spearman of level vs value
+    over all samples with its :data:`CONFIDENCE` bootstrap interval (:func:`spearman`).
+    yes: the interval lies on the claimed side of 0. partly: Spearman is on that side but the
+    interval contains 0. no: Spearman is 0 or on the other side. cannot tell: fewer than
+    :data:`MIN_SLOPE_POINTS` distinct levels, fewer than :data:`MIN_CORRELATION_POINTS`
+    samples, or an interval of zero width.
+    """
+    levels, values = np.asarray(levels, float), np.asarray(values, float)
+    unclear = _cannot_tell("trend", enough_points(np.unique(levels).size, MIN_SLOPE_POINTS, what=f"distinct {level}s"),
+                           enough_points(levels.size, MIN_CORRELATION_POINTS, what="samples"))
+    if unclear:
+        return unclear
+    found = spearman(levels, values, seed=seed)
+    unclear = _cannot_tell("trend", has_width(found.low, found.high, what="the Spearman's bootstrap interval"))
+    if unclear:
+        return unclear
+    sign, word = (1, "rise") if increasing else (-1, "fall")
+    if (found.low > 0) if increasing else (found.high < 0):
+        return Verdict(YES, rule="trend")
+    if sign * found.rho > 0:
+        return Verdict(PARTLY, f"{what} tends to {word} with {level}, but within the bootstrap noise ({found})",
+                       rule="trend")
+    return Verdict(NO, f"{what} does not {word} with {level} ({found})", rule="trend")
+
+
+def fitted_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of log10(y) against log10(x) (positive values only)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if (x <= 0).any() or (y <= 0).any():
+        raise ValueError("a log-log slope needs positive x and y.")
+    return float(np.polyfit(np.log10(x), np.log10(y), 1)[0])
+
+
+@_gated
+def scales_like(x: Sequence[float], y: Sequence[float], expected_slope: float, *, what: str = "the value",
+                law: str = "") -> Verdict:
+    """Does ``y`` scale like ``x ** expected_slope`` (e.g. LSI like 1/n, ``expected_slope = -1``)?
+
+    The log-log slope s (:func:`fitted_slope`) means a change by ``10**s`` per tenfold x; it is
+    judged by :func:`ratio_near` against ``10**expected_slope``, as strictly as any other ratio:
+    a slope of -0.71 (5.1x per decade) is not 1/n (10x). yes: within :data:`RATIO_TOLERANCE`;
+    partly: the right direction but outside; no: the other direction. cannot tell: fewer than
+    :data:`MIN_SLOPE_POINTS` distinct x.
+    """
+    unclear = _cannot_tell("scales_like", enough_points(np.unique(np.asarray(x, float)).size, MIN_SLOPE_POINTS,
+                                                        what="distinct sizes"))
+    if unclear:
+        return unclear
+    slope = fitted_slope(x, y)
+    law = law or f"x^{expected_slope:g}"
+    found = ratio_near(10 ** slope, 10 ** expected_slope, what=f"the change of {what} per tenfold x")
+    if found.status == YES:
+        return Verdict(YES, rule="scales_like")
+    return Verdict(found.status, f"{found.detail} (log-log slope {slope:.2f}; {law}: {expected_slope:g})",
+                   rule="scales_like")
+
+
 def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
     """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict.
 
@@ -451,9 +733,10 @@ def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
     """
     from IPython.display import HTML
 
-    colour = {YES: "#1b7837", PARTLY: "#b35806", NO: "#b2182b"}
+    colour = {YES: "#1b7837", PARTLY: "#b35806", NO: "#b2182b", CANNOT_TELL: "#4d4d4d"}
     body = "".join(
-        f"<tr><td style='text-align:left'>{html.escape(c.claim)}</td>"
+        f"<tr><td style='text-align:left{';padding-left:2em' if c.sub else ''}'>"
+        f"{'&#8627; ' if c.sub else ''}{html.escape(c.claim)}</td>"
         f"<td style='text-align:left'>{html.escape(c.ours)}</td>"
         f"<td>{html.escape(c.tier or '-')}</td>"
         f"<td style='text-align:left'><strong style='color:{colour[c.verdict.status]}'>"
@@ -479,19 +762,22 @@ def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = 
     """
     from IPython.display import Markdown
 
-    counts = {s: sum(c.verdict.status == s for c in claims) for s in (YES, PARTLY, NO)}
+    main = [c for c in claims if not c.sub]
+    counts = {s: sum(c.verdict.status == s for c in main) for s in STATUSES}
     lines = [f"- {fact}" for fact in facts]
     for c in claims:
         tier = f" ({c.tier} tier)" if c.tier else ""
-        lines.append(f"- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
-    head = (f"Of {whose} {len(claims)} claims tested here, {counts[YES]} reproduced, "
-            f"{counts[PARTLY]} partly and {counts[NO]} not.")
+        lines.append(f"{'    ' if c.sub else ''}- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
+    head = (f"Of {whose} {len(main)} claims tested here, {counts[YES]} reproduced, "
+            f"{counts[PARTLY]} partly, {counts[NO]} not, {counts[CANNOT_TELL]} cannot tell.")
     return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
 
 
-__all__ = ["BREAKDOWN_FACTOR", "CLAIMS_METADATA", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "Claim", "EXPONENTIAL_P99_OVER_MEDIAN",
-           "EXPONENTIAL_TOP10_SHARE", "MODERATE_CORRELATION", "NO", "PARTLY", "RATIO_TOLERANCE",
-           "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC", "WEAK_CORRELATION", "YES",
-           "approximates", "beats", "best", "box", "breaks_down", "correlates", "differ", "exceeds", "long_tail",
-           "more_concentrated", "ordered",
-           "ratio_near", "separates", "summary", "weakly_correlated"]
+__all__ = ["BREAKDOWN_FACTOR", "CANNOT_TELL", "CLAIMS_METADATA", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "CONVERGED_GRADIENT_NORM", "Claim",
+           "Correlation", "EXPONENTIAL_P99_OVER_MEDIAN", "EXPONENTIAL_TOP10_SHARE", "MIN_CORRELATION_POINTS",
+           "MIN_REPLICATES", "MIN_SLOPE_POINTS", "MODERATE_CORRELATION", "NO", "PARTLY", "Precondition",
+           "RATIO_TOLERANCE", "STATUSES", "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC",
+           "WEAK_CORRELATION", "YES", "approximates", "beats", "best", "box", "breaks_down", "converged",
+           "correlates", "differ", "enough_points", "exceeds", "fitted_slope", "has_width", "independent",
+           "long_tail", "more_concentrated", "ordered", "ratio_near", "scales_like", "separates", "settles",
+           "spearman", "summary", "trend", "weakly_correlated"]

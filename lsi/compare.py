@@ -140,12 +140,25 @@ def _cleanlab(X, y, C, weight_decay, seed, folds) -> np.ndarray:
     return 1.0 - rank.get_label_quality_scores(y, probs, method="self_confidence")
 
 
+def _trak_rank(n: int, d: int, C: int) -> int:
+    """Rank of TRAK's kernel ``Phi^T Phi`` for a linear probe: at most ``min(n, (d+1)(C-1))``.
+
+    TRAK's output function is the margin ``z_y - log sum_{c != y} exp z_c``; its derivatives with
+    respect to the C logits sum to zero, so every gradient lies in a ``(d+1)(C-1)``-dimensional
+    subspace of the ``(d+1)C`` weights. Projected to more dimensions than this rank, the kernel is
+    singular and traker's inverse of it is rounding noise: half the coordinates for a binary task
+    (which is why TRAK scored at chance on the binary settings), a tenth for ten classes.
+    Projected to exactly the rank, TRAK equals its exact form with the pseudo-inverse.
+    """
+    return min(n, (d + 1) * (C - 1))
+
+
 def _trak(fit: _Fit, test_X, test_y, proj_dim: int, seed: int) -> tuple[np.ndarray, str]:
     trak = _require("trak")
     from trak.projectors import BasicProjector, ProjectionType
     layer = fit.layer().float()
     grad_dim = sum(p.numel() for p in layer.parameters())
-    proj_dim = min(proj_dim, grad_dim)  # beyond the gradient's dimension TRAK's kernel is singular
+    proj_dim = min(proj_dim, _trak_rank(len(fit.X), fit.X.shape[1], fit.probe.n_classes))
     # at least two blocks: traker 0.3.2's BasicProjector frees a single-block matrix in
     # finalize_features and never rebuilds it for scoring (AttributeError: proj_matrix)
     projector = BasicProjector(grad_dim=grad_dim, proj_dim=proj_dim, seed=seed, block_size=max(1, min(100, proj_dim // 2)),

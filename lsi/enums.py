@@ -55,6 +55,8 @@ class Architecture(str, Enum):
     """Flattened pixels through ReLU hidden layers (512, 256, 128 by default)."""
     SMALL_CNN = "small_cnn"
     """The paper's CNN: three conv-ReLU-max-pool stages and a linear head (App D)."""
+    SMOOTH_CNN = "smooth_cnn"
+    """The paper's CNN made twice differentiable: GELU for ReLU, average- for max-pooling (App D at an optimum)."""
     RESNET9 = "resnet9"
     """The DAWNBench ResNet-9, with group normalisation in place of batch normalisation."""
     RESNET18 = "resnet18"

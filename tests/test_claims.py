@@ -15,6 +15,10 @@ def test_verdict_requires_a_detail_unless_yes():
         claims.Verdict("partly")
     with pytest.raises(ValueError, match="not a verdict"):
         claims.Verdict("maybe", "x")
+    assert str(claims.Verdict("cannot tell", "the networks have not converged")) == \
+        "cannot tell: the networks have not converged"
+    with pytest.raises(ValueError, match="must say what was found"):
+        claims.Verdict("cannot tell")
 
 
 def test_long_tail_boundary_is_the_exponential():
@@ -106,7 +110,7 @@ def test_approximates_judges_ranking_and_values(rho, err, expected):
 def test_exceeds_uses_the_noise_of_repeats():
     assert claims.exceeds([0.80, 0.81, 0.82], [0.70, 0.71, 0.72], what_a="a", what_b="b").status == "yes"
     assert claims.exceeds([0.70, 0.80, 0.75], [0.72, 0.74, 0.70], what_a="a", what_b="b").status == "partly"
-    verdict = claims.exceeds([0.6], [0.7], what_a="lowest first", what_b="random")
+    verdict = claims.exceeds([0.6, 0.62], [0.7, 0.71], what_a="lowest first", what_b="random")
     assert verdict.status == "no" and "lowest first is not above random" in verdict.detail
 
 
@@ -120,7 +124,7 @@ def test_best_compares_the_group_with_every_other():
     gaps = {"low": [0.30, 0.31, 0.32], "mid": [0.05, 0.06, 0.04], "high": [0.10, 0.12, 0.11]}
     assert claims.best(gaps, "mid", lower=True, what="gap").status == "yes"
     assert "lowest mean gap" in claims.best(gaps, "low", lower=True, what="gap").detail
-    assert claims.best({"a": [1.0, 1.0], "b": [1.0, 1.0]}, "a").status == "no"  # a tie is not a win
+    assert claims.best({"a": [1.0, 1.1], "b": [1.1, 1.0]}, "a").status == "no"  # a tie is not a win
     with pytest.raises(ValueError, match="among at least two groups"):
         claims.best({"mid": [1.0]}, "mid")
 
@@ -153,7 +157,7 @@ def test_box_and_summary_carry_the_verdicts():
     html = claims.box(rows).data
     assert "converged" in html and "lorem ipsum sits below the clean reviews" in html and "ordered" in html
     text = claims.summary(rows, facts=["Accuracy 0.9."]).data
-    assert "1 reproduced, 0 partly and 1 not" in text
+    assert "1 reproduced, 0 partly, 1 not, 0 cannot tell." in text
     assert "**no: lorem ipsum sits below the clean reviews**" in text and "Accuracy 0.9." in text
 
 
@@ -206,3 +210,161 @@ def test_settles_judges_only_the_snapshots_after_the_warmup(after_warmup, expect
     for bad in ({}, {0: 0.5, 10: 0.9}):
         with pytest.raises(ValueError, match="steps >= 1"):
             claims.settles(bad)
+
+
+# --- cannot tell: every precondition on both sides ---------------------------------------------------------------
+
+@pytest.mark.parametrize("norms, holds", [(1e-5, True), ([1e-7, 9.9e-6], True), ([1e-7, 1.1e-5], False),
+                                          (0.287, False), ([1e-8, float("nan")], False)])
+def test_converged_at_the_stated_tolerance(norms, holds):
+    found = claims.converged(norms, what="the CNNs")
+    assert found.holds == holds
+    if not holds:
+        assert "the CNNs have not converged" in found.why and "1e-05" in found.why
+    assert claims.converged(4.96, tol=5.0).holds and not claims.converged(4.96, tol=4.9).holds
+
+
+def test_a_failed_convergence_gives_cannot_tell_never_no():
+    stuck = claims.converged([0.287, 4.96], what="the CNNs")
+    verdict = claims.correlates(0.175, requires=[stuck])
+    assert verdict.status == "cannot tell" and "largest gradient norm 4.96" in verdict.detail
+    assert verdict.rule == "correlates"
+    assert claims.correlates(0.175, requires=[claims.converged(1e-9)]).status == "no"
+    for rule, args in [(claims.ratio_near, (0.5, 10.0)), (claims.differ, (0.95,)),
+                       (claims.separates, ([0.1, 0.2, 0.3], [True, False, False]))]:
+        assert rule(*args, requires=[stuck]).status == "cannot tell"
+
+
+def test_independent_replicates_on_both_sides():
+    same = claims.independent([[0.1, 0.2], [0.1, 0.2], [0.1, 0.2]], what="probe seeds")
+    assert not same.holds and "3 probe seeds are identical" in same.why
+    assert not claims.independent([0.5]).holds
+    assert claims.independent([[0.1, 0.2], [0.1, 0.2001]]).holds
+    verdict = claims.exceeds([0.8, 0.9], [0.7, 0.75], what_a="a", what_b="b", requires=[same])
+    assert verdict.status == "cannot tell"
+
+
+def test_exceeds_cannot_tell_on_one_or_identical_repeats():
+    one = claims.exceeds([0.6], [0.7], what_a="lowest first", what_b="random")
+    assert one.status == "cannot tell" and "one measurement each" in one.detail
+    # one deterministic measurement against varying repeats is judged
+    assert claims.exceeds([0.6], [0.70, 0.72, 0.74], what_a="a", what_b="b").status == "no"
+    assert claims.exceeds([0.9], [0.70, 0.72, 0.74], what_a="a", what_b="b").status == "yes"
+    identical = claims.exceeds([0.8, 0.8, 0.8], [0.7, 0.7, 0.7], what_a="a", what_b="b")
+    assert identical.status == "cannot tell" and "identical" in identical.detail
+    # one side identical, the other varying: the noise is seen, the verdict stands
+    assert claims.exceeds([0.8, 0.8, 0.8], [0.70, 0.71, 0.72], what_a="a", what_b="b").status == "yes"
+    assert claims.best({"a": [1.0, 1.0], "b": [0.5, 0.5]}, "a").status == "cannot tell"
+
+
+def test_enough_points_for_a_correlation_on_both_sides():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=10)
+    ten = claims.spearman(x, x + 0.01 * rng.normal(size=10))
+    assert ten.n == 10 and claims.correlates(ten).status == "yes"
+    nine = claims.spearman(x[:9], x[:9] + 0.01 * rng.normal(size=9))
+    verdict = claims.correlates(nine, what="a and b")
+    assert verdict.status == "cannot tell" and "9 points, fewer than the 10 needed" in verdict.detail
+    assert claims.enough_points(3, 3).holds and not claims.enough_points(2, 3).holds
+
+
+def test_an_interval_of_zero_width_cannot_tell():
+    assert claims.has_width(0.1, 0.2).holds
+    flat = claims.has_width(0.5, 0.5, what="the interval")
+    assert not flat.holds and "zero width" in flat.why
+    frozen = claims.Correlation(0.95, 0.95, 0.95, 400)
+    assert claims.correlates(frozen).status == "cannot tell"
+    assert claims.correlates(claims.Correlation(0.95, 0.93, 0.97, 400)).status == "yes"
+    assert claims.beats(np.full(100, 0.02), what_a="a", what_b="b").status == "cannot tell"
+    one_value = claims.ordered({"low": [1.0], "high": [2.0, 3.0, 4.0]})
+    assert one_value.status == "cannot tell"
+
+
+def test_spearman_interval_covers_a_monte_carlo_truth():
+    """The bootstrap interval of 300 pairs covers the Spearman of a million pairs of the same distribution."""
+    rng = np.random.default_rng(6)
+    def draw(n):
+        x = rng.normal(size=n)
+        return x, x + rng.normal(size=n)
+    from scipy.stats import spearmanr
+    truth = spearmanr(*draw(1_000_000)).statistic
+    found = claims.spearman(*draw(300))
+    assert found.low < truth < found.high and found.high - found.low < 0.15
+    assert "95% interval" in str(found)
+    with pytest.raises(ValueError, match="same length"):
+        claims.spearman([1, 2, 3], [1, 2])
+
+
+def test_correlation_rules_report_the_interval():
+    verdict = claims.correlates(claims.Correlation(0.5, 0.4, 0.6, 100), what="probe and CNN")
+    assert verdict.status == "no" and "95% interval 0.400 to 0.600, n = 100" in verdict.detail
+
+
+@pytest.mark.parametrize("effect, expected", [(1.0, "yes"), (0.01, "partly"), (-0.1, "no"), (-1.0, "no")])
+def test_trend_on_both_sides_of_zero(effect, expected):
+    rng = np.random.default_rng(7)
+    levels = np.repeat([0.0, 0.1, 0.2, 0.3, 0.4], 60)
+    values = np.exp(effect * 10 * levels + rng.normal(size=levels.size))
+    found = claims.spearman(levels, values)
+    verdict = claims.trend(levels, values, what="LSI", level="noise")
+    assert verdict.status == expected and verdict.rule == "trend"
+    # the verdict follows the interval: yes above 0, partly straddling with rho > 0, no with rho <= 0
+    assert {"yes": found.low > 0, "partly": found.rho > 0 >= found.low, "no": found.rho <= 0}[expected]
+    mirrored = claims.trend(levels, 1 / values, increasing=False)
+    assert mirrored.status == expected
+
+
+def test_trend_yes_where_ordered_is_only_partly():
+    """A monotone rise with overlapping neighbours: ordered says partly, the trend rule yes."""
+    rng = np.random.default_rng(8)
+    noise = rng.normal(size=200)  # the same spread at every level: medians in order, intervals overlapping
+    groups = {f"{lvl}": np.exp(0.2 * i + noise) for i, lvl in enumerate([0, 1, 2, 3, 4])}
+    assert claims.ordered(groups).status == "partly"
+    levels = np.repeat(np.arange(5), 200)
+    assert claims.trend(levels, np.concatenate(list(groups.values()))).status == "yes"
+
+
+def test_trend_needs_three_levels_and_ten_samples():
+    rng = np.random.default_rng(9)
+    two = claims.trend(np.repeat([0, 1], 50), rng.normal(size=100))
+    assert two.status == "cannot tell" and "distinct the levels" in two.detail
+    few = claims.trend([0, 1, 2, 0, 1, 2, 0, 1, 2], np.arange(9.0))
+    assert few.status == "cannot tell" and "9 points" in few.detail
+
+
+@pytest.mark.parametrize("slope, expected", [(-1.0, "yes"), (-0.83, "yes"), (-1.17, "yes"), (-0.71, "partly"),
+                                             (-1.25, "partly"), (0.16, "no"), (0.05, "no")])
+def test_scales_like_is_as_strict_as_the_ratio_rule(slope, expected):
+    """-1 +- log10(1.5) = -1 +- 0.176 is 'like 1/n'; -0.71 is 5.1x per decade, not 10x."""
+    n = np.array([500, 1000, 2000, 5000])
+    verdict = claims.scales_like(n, 3.0 * n ** slope, -1.0, what="LSI", law="1/n")
+    assert verdict.status == expected
+    assert math.isclose(claims.fitted_slope(n, 3.0 * n ** slope), slope, abs_tol=1e-12)
+    if expected != "yes":
+        assert f"log-log slope {slope:.2f}" in verdict.detail
+
+
+def test_scales_like_needs_three_sizes():
+    verdict = claims.scales_like([500, 5000], [1.0, 0.1], -1.0)
+    assert verdict.status == "cannot tell" and "distinct sizes" in verdict.detail
+
+
+def test_summary_counts_cannot_tell_on_its_own():
+    verdicts = [claims.Verdict("yes")] * 3 + [claims.Verdict("partly", "p"), claims.Verdict("no", "n")] + \
+        [claims.Verdict("cannot tell", "not converged")] * 2
+    rows = [claims.Claim(f"c{i}", "o", v) for i, v in enumerate(verdicts)]
+    assert "3 reproduced, 1 partly, 1 not, 2 cannot tell." in claims.summary(rows).data
+    html = claims.box(rows).data
+    assert "cannot tell" in html and "not converged" in html and "#4d4d4d" in html
+
+
+def test_sub_rows_are_listed_under_their_claim_and_not_counted():
+    rows = [claims.Claim("Removing the least informative first beats random.", "0.74 vs 0.70",
+                         claims.Verdict("yes")),
+            claims.Claim("stratified removal", "0.69 vs 0.70", claims.Verdict("no", "below"), sub=True),
+            claims.Claim("Another claim.", "o", claims.Verdict("cannot tell", "not converged"))]
+    text = claims.summary(rows).data
+    assert "Of the paper's 2 claims tested here, 1 reproduced, 0 partly, 0 not, 1 cannot tell." in text
+    assert "\n    - *stratified removal* **no: below**" in text
+    html = claims.box(rows).data
+    assert "padding-left:2em'>&#8627; stratified removal" in html

@@ -46,7 +46,7 @@ NUMBER = re.compile(_NUMBER)
 INTERVAL = re.compile(rf"(?P<value>{_NUMBER})%?\s*\([^()]*?interval\s+(?P<low>{_NUMBER})%?\s+to\s+"
                       rf"(?P<high>{_NUMBER})")
 """A number followed by its bootstrap interval, as the claims print it: ``0.62 (95% interval 0.55 to 0.69``."""
-_ROW = re.compile(r"<tr><td[^>]*>(?P<claim>.*?)</td><td[^>]*>(?P<ours>.*?)</td><td[^>]*>(?P<tier>.*?)</td>"
+_ROW = re.compile(r"<tr><td[^>]*>(?P<sub>&#8627; )?(?P<claim>.*?)</td><td[^>]*>(?P<ours>.*?)</td><td[^>]*>(?P<tier>.*?)</td>"
                   r"<td[^>]*><strong[^>]*>(?P<status>.*?)</strong>(?P<detail>.*?)<br><small>rule: <code>"
                   r"(?P<rule>.*?)</code></small></td></tr>", re.S)
 
@@ -74,7 +74,7 @@ def _parse_box(text: str) -> list[dict[str, Any]]:
     for row in _ROW.finditer(text):
         tier, rule = html.unescape(row["tier"]), html.unescape(row["rule"])
         claims.append({"claim": html.unescape(row["claim"]), "ours": html.unescape(row["ours"]),
-                       "tier": "" if tier == "-" else tier,
+                       "tier": "" if tier == "-" else tier, "sub": bool(row["sub"]),
                        "verdict": {"status": html.unescape(row["status"]),
                                    "detail": html.unescape(row["detail"]).removeprefix(": "),
                                    "rule": "" if rule == "by eye" else rule}})

@@ -16,6 +16,8 @@
 * :func:`lsi_with_notes` - :func:`lsi.compute_lsi` with its warnings returned as notes for a page.
 * :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
+* :func:`table1` and :func:`table1_claims` - the Spearman correlations of App. D's Table 1 with
+  bootstrap intervals, and their claim rows gated on the networks' convergence.
 * :func:`lsi_subsets`, :func:`learnability`, :func:`seed_intervals`, :func:`by_subset` and
   :func:`learnability_cost` - low/mid/high-LSI subsets and a random one, the probe and pixel
   networks trained on each, their train and test accuracy across seeds (Sec. 4.3-4.4, Figs. 8-9, App. J).
@@ -45,6 +47,53 @@ PAPER_TABLE1 = {("probe", "all parameters"): 0.93, ("last layer", "all parameter
                 ("probe", "last layer"): 0.90}
 """The paper's Table 1 (App. D): Spearman correlations of LSI computed three ways on 400 CIFAR-10 samples,
 on the feature probe, on the last layer of the CNN and on all its parameters."""
+
+
+def table1(scores: pd.DataFrame, *, last_layer: str = "last layer", seed: int = 0) -> dict:
+    """Table 1's Spearman correlations (:data:`PAPER_TABLE1`'s pairs) between the columns of ``scores``.
+
+    ``scores`` has one row per sample and the columns ``"probe"``, ``"all parameters"`` and
+    ``last_layer`` (the reading of the last layer to use). Returns ``{pair: Correlation}``
+    with :data:`lsi.claims.CONFIDENCE` bootstrap intervals (:func:`lsi.claims.spearman`).
+    """
+    from lsi.claims import spearman
+
+    column = lambda part: last_layer if part == "last layer" else part
+    return {(a, b): spearman(scores[column(a)], scores[column(b)], seed=seed) for a, b in PAPER_TABLE1}
+
+
+def table1_frame(correlations: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One row per Table 1 pair and reading: the paper's value, Spearman and its interval.
+    ``correlations`` maps a reading (e.g. ``"last layer retrained"``) to :func:`table1`'s result."""
+    return pd.DataFrame([{"pair": f"{a} ~ {b}", "paper": PAPER_TABLE1[a, b], "reading": reading,
+                          "Spearman": c.rho, "95% low": c.low, "95% high": c.high}
+                         for reading, found in correlations.items() for (a, b), c in found.items()])
+
+
+TABLE1_CLAIMS = {("probe", "all parameters"): "LSI on the probe ranks samples like LSI on all the CNN's parameters",
+                 ("last layer", "all parameters"): "LSI on the last layer ranks samples like LSI on all parameters",
+                 ("probe", "last layer"): "LSI on the probe ranks samples like LSI on the last layer"}
+"""Table 1's pairs as claims (App. D)."""
+
+
+def table1_claims(networks_: Mapping[str, tuple[Mapping, Any, str]], *, tol: float) -> list:
+    """Claim rows of Table 1 for each network: ``{name: (table1 correlations, convergence, tier)}``.
+
+    ``convergence`` is :func:`lsi.claims.converged` of the network's largest gradient norm at
+    ``tol``: a network that has not converged gets "cannot tell", whatever its correlation.
+    Each row is judged by :func:`lsi.claims.correlates`; rows are ordered by pair, then network.
+    """
+    from lsi.claims import Claim, correlates
+
+    rows = []
+    for pair, text in TABLE1_CLAIMS.items():
+        for name, (found, convergence, tier) in networks_.items():
+            gate = "every network within" if convergence.holds else convergence.why
+            rows.append(Claim(claim=f"{text} (App. D, Table 1: Spearman {PAPER_TABLE1[pair]}); {name}.",
+                              ours=f"{found[pair]}; gradient tolerance {tol:g}: {gate}",
+                              verdict=correlates(found[pair], what=f"{pair[0]} and {pair[1]} LSI",
+                                                 requires=[convergence]), tier=tier))
+    return rows
 
 
 def nested_order(labels: Sequence[int], n_scored: int, *, seed: int = 0) -> np.ndarray:
@@ -98,6 +147,37 @@ def regime_slopes(medians: pd.DataFrame, n_params: int, *, x: str = "n", y: str 
                      if part[x].nunique() >= 2 else float("nan"))
         out[f"{name}_sizes"] = int(part[x].nunique())
     return out
+
+
+REGIMES = {"below": "at or below the parameter count (n <= K)",
+           "far_above": f"far above the parameter count (n >= {FAR_ABOVE} K)"}
+"""The two regimes of App. F's scaling, by :func:`regime_slopes`' names."""
+
+
+def in_regime(n: Any, n_params: int, regime: str) -> np.ndarray:
+    """Mask of the sizes ``n`` inside ``regime`` (:data:`REGIMES`) for a probe with ``n_params`` parameters."""
+    n = np.asarray(n)
+    if regime not in REGIMES:
+        raise ValueError(f"regime={regime!r} is not valid; choose one of {', '.join(REGIMES)}.")
+    return n <= n_params if regime == "below" else n >= FAR_ABOVE * n_params
+
+
+def scaling_claims(medians: pd.DataFrame, n_params: int, *, label: str, x: str = "n", y: str = "lsi") -> list:
+    """App. F's "LSI falls like 1/n", one claim row per regime (:data:`REGIMES`), judged by
+    :func:`lsi.claims.scales_like` on the median LSI (``y``) of the same samples against n (``x``)
+    inside the regime: as strict as a ratio, and "cannot tell" with fewer than three sizes."""
+    from lsi.claims import Claim, scales_like
+
+    rows = []
+    for regime, words in REGIMES.items():
+        part = medians[in_regime(medians[x], n_params, regime)]
+        sizes = ", ".join(f"{int(n):,}" for n in part[x])
+        rows.append(Claim(
+            f"LSI falls like 1/n (App. F), {words}; {label}.",
+            f"median LSI at n = {sizes or 'none'}: " + ", ".join(f"{v:.3g}" for v in part[y]) if len(part)
+            else "no size of this run falls in this regime",
+            scales_like(part[x], part[y], -1.0, what="the median LSI", law="1/n"), tier="converged"))
+    return rows
 
 
 def feature_noise_sweep(features: Any, labels: Any, target_class: int, variances: Sequence[float], *,
@@ -235,6 +315,28 @@ def lsi_during_training(features: Any, labels: Any, epochs: Sequence[int], **opt
     return pd.concat(snapshots, ignore_index=True)
 
 
+def settling_claims(references: Mapping[str, tuple[str, Mapping[int, float], Any]], *, probe: str) -> list:
+    """App. G's claim ("after a warm-up, the ordering stays largely consistent") against each reference.
+
+    ``references`` maps a reference's name to ``(what it is, {epoch: Spearman with it}, gate)``;
+    ``gate`` is a :class:`lsi.claims.Precondition` the reference must meet (e.g.
+    :func:`lsi.claims.converged` for "the converged LSI") or None. Judged by
+    :func:`lsi.claims.settles`; a failed gate gives "cannot tell".
+    """
+    from lsi.claims import Claim, settles
+
+    rows = []
+    for name, (what, rho, gate) in references.items():
+        first = min(rho)
+        rows.append(Claim(
+            f"After a warm-up, the ordering stays largely consistent (App. G); {probe}, against {what}.",
+            f"Spearman {first} epochs: {rho[first]:.3f}; "
+            + ", ".join(f"{e}: {v:.3f}" for e, v in rho.items() if e != first),
+            settles(rho, what=f"the gd ranking against the {name} one", requires=[gate] if gate else []),
+            tier="gd"))
+    return rows
+
+
 def rankings_over_training(table: pd.DataFrame, reference: pd.Series, *, fraction: float = 0.1) -> pd.DataFrame:
     """Each snapshot of :func:`lsi_during_training` against ``reference`` (LSI indexed by sample ``index``):
     Spearman, top-``fraction`` overlap and median relative difference per ``epoch`` (:func:`compare_rankings`)."""
@@ -277,15 +379,20 @@ def score_probes(features: Any, labels: Any, probes: Mapping[str, Mapping[str, A
 
 
 def slope_words(slope: float) -> str:
-    """A log-log slope of LSI against n in words, against the 1/n law (slope -1), within the claims'
-    ratio tolerance (:data:`lsi.claims.RATIO_TOLERANCE`): "about 1/n", "flatter than 1/n" or "steeper than 1/n"."""
+    """A log-log slope of LSI against n in words, against the 1/n law (slope -1), as strictly as
+    :func:`lsi.claims.scales_like`: the change per tenfold n, ``10**slope``, within the claims' ratio
+    tolerance (:data:`lsi.claims.RATIO_TOLERANCE`) of 1/10 is "about 1/n" (slopes -0.82 to -1.18);
+    otherwise "flatter than 1/n", "steeper than 1/n" or, for a non-negative slope, "not falling with n"."""
     from lsi.claims import RATIO_TOLERANCE
 
     if np.isnan(slope):
         return "not measured (fewer than two sizes in this regime)"
-    if 1 / RATIO_TOLERANCE <= -slope <= RATIO_TOLERANCE:
+    if slope >= 0:
+        return "not falling with n"
+    factor = 10 ** -slope / 10  # the change per decade relative to 1/n's tenfold
+    if 1 / RATIO_TOLERANCE <= factor <= RATIO_TOLERANCE:
         return "about 1/n"
-    return "flatter than 1/n" if -slope < 1 / RATIO_TOLERANCE else "steeper than 1/n"
+    return "flatter than 1/n" if factor < 1 / RATIO_TOLERANCE else "steeper than 1/n"
 
 
 def lsi_subsets(scores: Sequence[float], labels: Sequence[int], *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -321,15 +428,19 @@ SUBSETS = ("low", "mid", "high", "random")
 def learnability(scores: Sequence[float], labels: Sequence[int], *, features: Any, pixels: Any, test_features: Any,
                  test_pixels: Any, test_labels: Sequence[int], models: Sequence[str], seeds: Sequence[int] = (0,),
                  widths: Mapping[str, Any] | None = None, weight_decay: float = 0.01,
-                 device: str | torch.device = "cpu", **training_options: Any) -> pd.DataFrame:
+                 device: str | torch.device = "cpu", draw: float = 1.0, **training_options: Any) -> pd.DataFrame:
     """Train and test accuracy of each model trained on each LSI subset, for each seed (Figs. 8-9, App. J).
 
-    For every seed, :func:`lsi_subsets` splits the samples by per-class order of ``scores`` into
-    ``low``, ``mid`` and ``high`` thirds, plus a ``random`` subset of the same size drawn with that
-    seed. Each model in ``models`` is trained on each subset:
+    For every seed, a stratified share ``draw`` of the samples is drawn with that seed
+    (:func:`lsi.data.stratified_positions`; all of them when ``draw`` is 1) and :func:`lsi_subsets`
+    splits the drawn samples by per-class order of ``scores`` into ``low``, ``mid`` and ``high``
+    thirds, plus a ``random`` subset of the same size drawn with that seed. The seed thus varies
+    what a replicate really varies: the training samples drawn and the networks' initialisation.
+    Each model in ``models`` is trained on each subset:
 
     * ``"probe"``: the linear probe on ``features`` at its exact optimum (:func:`probe_accuracy`,
-      ``weight_decay``); it has no random state, so on low/mid/high every seed gives the same numbers;
+      ``weight_decay``); it has no random state, so with ``draw`` = 1 every seed gives it the same
+      low/mid/high numbers (identical replicates: :func:`replicates_differ` says so);
     * any :mod:`lsi.networks` name: that network on ``pixels`` (:func:`lsi.networks.train_and_evaluate`,
       built and batched from the seed, width ``widths[name]`` if given, ``weight_decay`` and the
       ``training_options``: ``epochs``, ``batch_size``, ``lr``, ``momentum``).
@@ -338,10 +449,15 @@ def learnability(scores: Sequence[float], labels: Sequence[int], *, features: An
     on ``test_features`` / ``test_pixels``. Returns one row per model, subset and seed: ``model,
     subset, seed, n, train_accuracy, test_accuracy, gap`` (train minus test) and ``wall_time_s``.
     """
-    labels, test_labels = np.asarray(labels), np.asarray(test_labels)
+    labels, test_labels, scores = np.asarray(labels), np.asarray(test_labels), np.asarray(scores, float)
+    if not 0 < draw <= 1:
+        raise ValueError(f"draw == {draw}: the share of the samples each seed draws must be in (0, 1].")
     n_classes, widths, rows = int(max(labels.max(), test_labels.max())) + 1, dict(widths or {}), []
     for seed in seeds:
-        for subset, positions in lsi_subsets(scores, labels, seed=seed).items():
+        pool = (np.arange(len(labels)) if draw == 1 else
+                np.sort(stratified_positions(labels, int(round(draw * len(labels))), seed=seed)))
+        for subset, local in lsi_subsets(scores[pool], labels[pool], seed=seed).items():
+            positions = pool[local]
             for model in models:
                 rows.append({"model": model, "subset": subset, "seed": seed, "n": len(positions),
                              **_train_one(model, positions, labels, features, pixels, test_features, test_pixels,
@@ -373,6 +489,16 @@ def by_subset(runs: pd.DataFrame, model: str, column: str) -> dict[str, np.ndarr
     if rows.empty:
         raise ValueError(f"model={model!r} has no runs; the table holds {sorted(runs['model'].unique())}.")
     return {subset: rows.loc[rows["subset"] == subset, column].to_numpy(float) for subset in SUBSETS}
+
+
+def replicates_differ(runs: pd.DataFrame, model: str, column: str, subsets: Sequence[str] = ("low", "mid", "high")):
+    """:func:`lsi.claims.independent` of ``model``'s seeds: one replicate per seed, its ``column`` on the
+    ``subsets`` a claim compares. Identical replicates (the probe on the LSI thirds with ``draw`` = 1,
+    whatever the seed) give a failed precondition."""
+    from lsi.claims import independent
+
+    rows = runs[runs["model"] == model].pivot(index="seed", columns="subset", values=column)
+    return independent(list(rows[list(subsets)].to_numpy()), what=f"seeds of the {model} on {', '.join(subsets)}")
 
 
 def seed_intervals(runs: pd.DataFrame, columns: Sequence[str] = ("train_accuracy", "test_accuracy", "gap"), *,

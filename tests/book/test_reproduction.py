@@ -39,7 +39,9 @@ def claims_chapter(folder, profiles=None):
 def test_box_stores_its_claims_and_the_html_reads_back_the_same():
     rows = [claims.Claim("A <b>claim</b> & more.", "AUROC 0.93 (95% interval 0.90 to 0.95, n = 1,000)",
                          claims.Verdict(claims.YES, rule="separates"), tier="converged"),
-            claims.Claim("Another.", "ratio 5.3x", claims.Verdict(claims.PARTLY, "smaller than 10", rule="ratio_near"))]
+            claims.Claim("Another.", "ratio 5.3x", claims.Verdict(claims.PARTLY, "smaller than 10", rule="ratio_near")),
+            claims.Claim("Its variant.", "ratio 4.1x", claims.Verdict(claims.CANNOT_TELL, "one replicate", rule="ratio_near"),
+                         sub=True)]
     shown = claims.box(rows)
     stored = shown.metadata[claims.CLAIMS_METADATA]
     assert stored == [c.to_dict() for c in rows] and [claims.Claim.from_dict(r) for r in stored] == rows
