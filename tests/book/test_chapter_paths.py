@@ -1,6 +1,7 @@
 """No executed page of the book shows a path of the machine it ran on (issue 25)."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
