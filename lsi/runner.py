@@ -115,8 +115,9 @@ def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame],
     bar = tqdm(total=len(positions), disable=not progress, unit=unit, desc=desc)
     try:
         for chunk in chunks(positions, size):
-            if store is not None and store.has(chunk):
-                tables.append(store.get(chunk))
+            stored = store.get(chunk) if store is not None else None
+            if stored is not None:
+                tables.append(stored)
                 done += len(chunk)
             else:
                 pending.append(chunk)
