@@ -44,6 +44,30 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def check_writable(path: str | Path, *, name: str = "--out") -> Path:
+    """``path`` if a file can be written there, checked before a long computation; a clear error otherwise.
+
+    The nearest existing folder on the way to ``path`` must accept a new file
+    (a probe file is created and removed there); nothing else is created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name} {path} is a folder; give a file name, e.g. {path / 'scores.parquet'}.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{name} {path} cannot be written: {folder} is a file, not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".lsi-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(f"{name} {path} cannot be written: {folder} does not accept new files "
+                              f"({error.strerror}). Choose another {name}.") from None
+    return path
+
+
 def _umask() -> int:
     """The process's file-creation mask (reading it means setting it; it is restored at once)."""
     mask = os.umask(0o022)

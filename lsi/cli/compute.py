@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int,
                         help="CPU threads of this process and, with --ray, of each task (default: torch's; "
                              "1 with --ray). A table is bit-identical to another run's at the same thread count")
+    parser.add_argument("--on-nonfinite", choices=["raise", "flag"], default="raise",
+                        help="a sample whose score is NaN or inf (diverged training, float32 overflow): an error "
+                             "naming it, or keep the row and mark it in the column 'nonfinite'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -153,7 +156,7 @@ def run(args) -> int:
     X, y, ids, source, columns = load_inputs(args)
     X, source = project(X, args.components, source)
     common = dict(indices=args.indices, seed=args.seed, device=args.device, dtype=args.dtype,
-                  progress=not args.quiet, ids=ids, executor=chunks)
+                  progress=not args.quiet, ids=ids, executor=chunks, on_nonfinite=args.on_nonfinite)
     checkpoint = args.out.with_name(args.out.name + ".parts")
     if args.measure == "sui":
         from lsi.sui import compute_sui_features
