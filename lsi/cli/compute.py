@@ -12,7 +12,7 @@ from lsi.api import compute_lsi
 from lsi.defaults import LSI, PAPER, SUI
 from lsi.enums import DType, Hessian, Probe, Solver
 from lsi.probes import ACTIVATIONS
-from lsi.results import save_table
+from lsi.results import check_writable, save_table
 
 DEFAULTS = {**LSI, **PAPER, "activation": "relu"}
 
@@ -152,6 +152,7 @@ def project(X: np.ndarray, components: int, source: dict) -> tuple[np.ndarray, d
 def run(args) -> int:
     if args.components < 0:  # before any feature extraction
         raise ValueError(f"--components {args.components}: must be >= 0 (0 keeps all the features).")
+    check_writable(args.out)
     chunks = executor(args)  # first: the thread count also governs feature extraction
     X, y, ids, source, columns = load_inputs(args)
     X, source = project(X, args.components, source)
