@@ -131,7 +131,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
 
 
 def _finite_columns(options: dict) -> tuple[str, ...]:
-    """The columns that must be finite: all scores, and ``grad_norm`` except the newton-step tier's (NaN: not solved)."""
+    """The columns that must be finite: all scores, and ``grad_norm`` except for the newton-step tier
+    (which solves nothing, so its ``grad_norm`` is NaN by design)."""
     scores = ("lsi", "kl_mean", "kl_cov", *(f"lsi_{name}" for name in options.get("marginals", {})))
     return scores if options["solver"] == "newton-step" else (*scores, "grad_norm")
 

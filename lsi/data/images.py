@@ -41,7 +41,8 @@ FASTAI_ARCHIVES = {
                          "4e4905ed7643120daaf9bf3b2ef7f3a7e8396d9bdaf254a38c6f01f618b4973d", 328_288_506),
 }
 """The official fast.ai archives, pinned by SHA-256 and size as TensorFlow Datasets records them
-(``url_checksums``); torchvision's ``Imagenette`` pins the same 320 px archive by MD5 3df6f0d01a2c9592104656642f5e78a3."""
+(``url_checksums``); torchvision's ``Imagenette`` pins the same 320 px archive by MD5
+3df6f0d01a2c9592104656642f5e78a3."""
 
 
 def _parquet_images(name: str, split: str, path: Path, image_col: str, classes: list[str],
