@@ -37,7 +37,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
                 dtype: str = LSI["dtype"], tol: float = LSI["tol"], memory_budget: str | int = LSI["memory_budget"],
                 checkpoint: str | Path | None = None, progress: bool = True, ids: Any = None,
                 n_classes: int | None = None, marginals: dict[str, list[str]] | None = None,
-                executor: runner.Executor | None = None) -> pd.DataFrame:
+                executor: runner.Executor | None = None, on_nonfinite: str = "raise") -> pd.DataFrame:
     """Laplace Sample Information of each requested training sample.
 
     Parameters
@@ -78,6 +78,11 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
         parameters (for diagonal precisions: the KL's terms over their coordinates only),
         from the same retrained models. ``{"last_layer": ["head.weight", "head.bias"]}``
         is the authors' last-layer LSI (Appendix D) of fully retrained networks.
+    on_nonfinite
+        A sample whose ``lsi``, KL terms or ``grad_norm`` is NaN or inf (training
+        diverged, float32 overflowed): ``"raise"`` (default) is a
+        :class:`lsi.validation.NonFiniteError` naming the samples and the likely cause;
+        ``"flag"`` keeps the rows and adds a boolean column ``nonfinite``.
 
     Returns
     -------
@@ -85,6 +90,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     and the run's metadata in ``attrs["lsi"]``.
     """
     started = runner.start(device)
+    runner.check_on_nonfinite(on_nonfinite)
     options = _check_options(solver=solver, hessian=hessian, probe=probe, hidden=hidden,
                              activation=activation, epochs=epochs,
                              lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -113,7 +119,8 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     size = runner.chunk_size(engine.bytes_per_model(), budget)
     table = runner.run(positions, lambda chunk, bar: engine.score(chunk, Y, ids, bar), size=size,
                        identity=identity, checkpoint=checkpoint, progress=progress,
-                       desc=f"LSI ({options['solver']})", unit="model", executor=executor)
+                       desc=f"LSI ({options['solver']})", unit="model", executor=executor,
+                       finite=_finite_columns(options), on_nonfinite=on_nonfinite)
     table.attrs["lsi"] = runner.provenance(
         started, identity=identity,
         options={**options, "dtype": dtype, "device": str(device), "memory_budget": budget},
@@ -121,6 +128,13 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
         n_features=int(np.prod(X.shape[1:])), n_classes=C, n_params=model.n_params,
         full_data_grad_norm=engine.full_grad_norm)
     return table
+
+
+def _finite_columns(options: dict) -> tuple[str, ...]:
+    """The columns that must be finite: all scores, and ``grad_norm`` except for the newton-step tier
+    (which solves nothing, so its ``grad_norm`` is NaN by design)."""
+    scores = ("lsi", "kl_mean", "kl_cov", *(f"lsi_{name}" for name in options.get("marginals", {})))
+    return scores if options["solver"] == "newton-step" else (*scores, "grad_norm")
 
 
 FIRST_ORDER = ("gd", "warm-start")

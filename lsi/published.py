@@ -10,12 +10,18 @@ grad_norm``, plus any a chapter added, such as ``original_label`` and
   ``corruption``, ``tier``, ``n_samples`` (the training set), ``n_scored``;
 - ``commit``, ``date``, ``device``, ``wall_time_s``, ``versions`` of the run;
 - ``parameters`` (the chapter's parameters and the run's options), ``data``;
-- ``source``: the file it was published from (chapter and profile, if any);
-- ``sha256``: :func:`content_hash` of the rows, which :func:`load` checks.
+- ``source``: the file it was published from (chapter and profile, if any), as a
+  path relative to the project (no machine's absolute paths: see :func:`portable`);
+- ``file``: the file's own name, ``<name>.parquet``; ``format``: :data:`FORMAT`;
+- ``rows_sha256``: :func:`content_hash` of the rows;
+- ``sha256``: :func:`record_hash`, the SHA-256 of the whole meaning: every field
+  above (``rows_sha256`` included), so an edited row, an edited provenance field
+  or a renamed file fails :func:`load`.
 
 :func:`names` lists the files, :func:`load` reads one and checks it,
 :func:`add` publishes a result table (``lsi compute`` output or a chapter's
-score table), :func:`from_chapter` every score table of an executed chapter.
+score table), :func:`from_chapter` every score table of an executed chapter,
+:func:`migrate` re-hashes a file published before ``sha256`` covered the provenance.
 A chapter that reads published values names them in its provenance block with
 :func:`cite`; the book's "Take it away" section names the published values that
 hold a chapter's own tables (:func:`matching`).
@@ -41,6 +47,11 @@ FOLDER = REPO / "published"
 KEY = b"lsi.provenance"
 BOOK_DATA = REPO / "book" / "data"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+FORMAT = 2
+"""Provenance format: 2 = ``sha256`` covers rows and provenance (1, unmarked: the rows only)."""
+DROPPED = ("cache_path",)
+"""Provenance fields left out when publishing: local paths whose content another field identifies
+(the feature cache's ``cache_key``)."""
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -61,9 +72,19 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def record_hash(record: dict) -> str:
+    """SHA-256 of a record's canonical JSON (sorted keys, no spaces), ``sha256`` itself left out."""
+    meaning = {key: value for key, value in record.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(meaning, sort_keys=True, separators=(",", ":"), default=str).encode()
+                          ).hexdigest()
+
+
 def names(folder: str | Path | None = None) -> list[str]:
-    """The published values in ``folder`` (default :data:`FOLDER`), sorted by name."""
-    return sorted(path.stem for path in _folder(folder).glob("*.parquet"))
+    """The published values in ``folder`` (default :data:`FOLDER`), sorted by name; a missing folder is an error."""
+    where = _folder(folder)
+    if not where.is_dir():
+        raise FileNotFoundError(f"The published values' folder {where} does not exist; check --folder.")
+    return sorted(path.stem for path in where.glob("*.parquet"))
 
 
 def provenance(name: str, folder: str | Path | None = None) -> dict:
@@ -83,14 +104,29 @@ def load(name: str, folder: str | Path | None = None) -> pd.DataFrame:
     """
     record = provenance(name, folder)
     table = pq.read_table(_path(name, folder)).to_pandas()
-    found = content_hash(table)
-    if found != record.get("sha256"):
-        raise ValueError(f"published value {name!r} does not match its provenance: its rows hash to "
-                         f"{found[:16]}..., its provenance records {str(record.get('sha256'))[:16]}... The "
-                         f"file was changed after publication; restore it (git checkout published/) or "
-                         f"republish it.")
+    verify(name, record, table)
     table.attrs["published"] = record
     return table
+
+
+def verify(name: str, record: dict, table: pd.DataFrame) -> None:
+    """A ``ValueError`` unless ``table`` and ``record`` are what was published as ``name``."""
+    restore = "restore it (git checkout published/) or republish it"
+    if "rows_sha256" not in record:
+        raise ValueError(f"published value {name!r} predates hashed provenance (format 1: its hash covers "
+                         f"its rows only). Check it, then run 'lsi published migrate {name}'.")
+    found = content_hash(table)
+    if found != record["rows_sha256"]:
+        raise ValueError(f"published value {name!r} does not match its provenance: its rows hash to "
+                         f"{found[:16]}..., its provenance records {str(record['rows_sha256'])[:16]}... The "
+                         f"file was changed after publication; {restore}.")
+    if record_hash(record) != record.get("sha256"):
+        raise ValueError(f"published value {name!r} does not match its provenance: the provenance was edited "
+                         f"after publication (it hashes to {record_hash(record)[:16]}..., it records "
+                         f"{str(record.get('sha256'))[:16]}...); {restore}.")
+    if record.get("name") != name or record.get("file") != f"{name}.parquet":
+        raise ValueError(f"published value {name!r} was published as {record.get('file')!r} (name "
+                         f"{record.get('name')!r}): the file was renamed; {restore}.")
 
 
 def cite(*tables: pd.DataFrame) -> dict[str, str]:
@@ -107,7 +143,7 @@ def cite(*tables: pd.DataFrame) -> dict[str, str]:
 def matching(frame: pd.DataFrame, folder: str | Path | None = None) -> str | None:
     """The name of the published value whose rows are exactly ``frame``'s, if any."""
     digest = content_hash(frame)
-    return next((name for name in names(folder) if provenance(name, folder).get("sha256") == digest), None)
+    return next((name for name in names(folder) if provenance(name, folder).get("rows_sha256") == digest), None)
 
 
 def publish(frame: pd.DataFrame, record: dict, folder: str | Path | None = None) -> Path:
@@ -117,16 +153,76 @@ def publish(frame: pd.DataFrame, record: dict, folder: str | Path | None = None)
         raise ValueError(f"name={name!r} must be lower-case letters, digits, '.', '_' or '-'.")
     if not record.get("setting"):
         raise ValueError("A published value needs a 'setting': data set, samples, features and tier in one line.")
+    check_dataset(record.get("dataset"), f"the record of {name!r}")
     frame = frame.reset_index(drop=True)
-    record = {**record, "sha256": content_hash(frame)}
-    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    return _write(pa.Table.from_pandas(frame, preserve_index=False),
+                  {**record, "rows_sha256": content_hash(frame)}, folder)
+
+
+def _write(arrow: pa.Table, record: dict, folder: str | Path | None) -> Path:
+    """``arrow`` with ``record`` (made portable, named after its file, hashed whole) as ``<name>.parquet``."""
+    record = portable({key: value for key, value in record.items() if key != "sha256"})
+    record = {**record, "file": f"{record['name']}.parquet", "format": FORMAT}
+    record["sha256"] = record_hash(record)
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),  # pandas' dtypes stay
-                                           KEY: json.dumps(record, default=str).encode()})
+                                           KEY: json.dumps(record).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink)
-    path = _folder(folder) / f"{name}.parquet"
+    path = _folder(folder) / record["file"]
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
     return path
+
+
+def migrate(name: str, folder: str | Path | None = None) -> Path:
+    """Re-hash a value published before ``sha256`` covered the provenance (format 1), rows untouched.
+
+    The rows must still match the hash recorded at publication (an edited file
+    is refused, not laundered); the record gains ``rows_sha256``, ``file`` and
+    ``format``, loses machine paths (:func:`portable`), and ``sha256`` becomes
+    :func:`record_hash`. The Arrow table is written back as read, so every row
+    and dtype stays bit for bit. A value already in format 2 is only verified.
+    """
+    path = _path(name, folder)
+    record = provenance(name, folder)
+    arrow = pq.read_table(path)
+    if "rows_sha256" in record:
+        verify(name, record, arrow.to_pandas())
+        return path
+    rows = content_hash(arrow.to_pandas())
+    if rows != record.get("sha256") or record.get("name") != name:
+        raise ValueError(f"published value {name!r} does not match the hash of its rows recorded at publication "
+                         f"(or was renamed); restore it (git checkout published/) before migrating.")
+    return _write(arrow, {**record, "rows_sha256": rows}, folder)
+
+
+def portable(value: Any, key: str = "") -> Any:
+    """``value`` with no machine's absolute paths: each becomes relative to the project, the data mirror
+    (``$LSI_DATA``), the downloads or the feature cache when it lies inside one, else its file name;
+    the fields of :data:`DROPPED` are left out."""
+    if isinstance(value, dict):
+        return {str(k): portable(v, str(k)) for k, v in value.items() if k not in DROPPED}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, key) for v in value]
+    if isinstance(value, str):
+        return _ABSOLUTE.sub(lambda match: match.group(1) + _relative_to_a_root(match.group(2)), value)
+    return json.loads(json.dumps(value, default=str))
+
+
+_ABSOLUTE = re.compile(r"(^|[\s:=(\[,'\"])(/(?!/)[^\s:'\",)\]]+)")
+"""An absolute path inside a string: at its start or after a separator (``mirror:/data/x``), never a URL's ``//``."""
+
+
+def _relative_to_a_root(path: str) -> str:
+    from .data.sources import data_root, download_root
+    from .features.cache import cache_root
+
+    resolved = Path(path)
+    for root in (REPO, data_root(), download_root(), cache_root()):
+        if root is not None:
+            for base in {Path(root), Path(root).resolve()}:
+                if resolved.is_relative_to(base) and resolved != base:
+                    return str(resolved.relative_to(base))
+    return resolved.name
 
 
 def record_of(path: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -136,7 +232,10 @@ def record_of(path: str | Path) -> tuple[pd.DataFrame, dict]:
     :func:`lsi.book.chapter_data.publish_scores`) or an ``lsi compute``/``lsi merge``
     output (metadata ``lsi``).
     """
-    arrow = pq.read_table(path)
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
     meta = arrow.schema.metadata or {}
     chapter = json.loads(meta[PUBLISHED_KEY]) if PUBLISHED_KEY in meta else None
     run = chapter["run"] if chapter else json.loads(meta.get(METADATA_KEY, b"{}"))
@@ -146,7 +245,7 @@ def record_of(path: str | Path) -> tuple[pd.DataFrame, dict]:
     options = run.get("options") or {}
     data = run.get("data") if isinstance(run.get("data"), dict) else {}
     record = {
-        "dataset": chapter["dataset"] if chapter else data.get("dataset", "features"),
+        "dataset": check_dataset(chapter["dataset"] if chapter else data.get("dataset", "features"), path),
         "corruption": chapter["corruption"] if chapter else (data.get("corruption") or "none"),
         "tier": (chapter or {}).get("tier") or options.get("solver"),
         "score": (chapter or {}).get("score", "lsi"),
@@ -188,22 +287,42 @@ def default_name(record: dict) -> str:
     return re.sub(r"[^a-z0-9_.-]", "-", "-".join(parts).lower())
 
 
-def add(path: str | Path, *, name: str | None = None, setting: str | None = None,
-        folder: str | Path | None = None) -> Path:
-    """Publish one result table; ``name`` and ``setting`` default to :func:`default_name`, :func:`describe`."""
+def prepare(path: str | Path, *, name: str | None = None, setting: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Rows and record of a result table, ready for :func:`publish`; ``name`` and ``setting`` default to
+    :func:`default_name`, :func:`describe`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"result table {path} does not exist.")
     frame, record = record_of(path)
     record["name"] = name or default_name(record)
     record["setting"] = setting or describe(record)
-    return publish(frame, record, folder)
+    if not _NAME.match(record["name"]):
+        raise ValueError(f"name={record['name']!r} must be lower-case letters, digits, '.', '_' or '-'.")
+    return frame, record
+
+
+def add(path: str | Path, *, name: str | None = None, setting: str | None = None,
+        folder: str | Path | None = None) -> Path:
+    """Publish one result table (:func:`prepare`, then :func:`publish`)."""
+    return publish(*prepare(path, name=name, setting=setting), folder)
 
 
 def from_chapter(chapter: str, *, data: str | Path = BOOK_DATA, folder: str | Path | None = None) -> list[Path]:
     """Publish every score table an executed chapter wrote to ``<data>/<chapter>/``."""
+    return [add(path, folder=folder) for path in chapter_tables(chapter, data)]
+
+
+def chapter_tables(chapter: str, data: str | Path = BOOK_DATA) -> list[Path]:
+    """The score tables an executed chapter wrote; ``chapter`` must be one of the chapters ``data``
+    holds (a folder name, no path)."""
+    known = sorted(p.name for p in Path(data).iterdir() if p.is_dir()) if Path(data).is_dir() else []
+    if not isinstance(chapter, str) or not _NAME.match(chapter) or chapter not in known:
+        raise ValueError(f"chapter {chapter!r} has no data in {data}; executed chapters there: "
+                         f"{', '.join(known) or 'none'}.")
     tables = sorted(path for path in (Path(data) / chapter).glob("*.parquet")
                     if not path.name.endswith(".thumbs.parquet"))
     if not tables:
         raise FileNotFoundError(f"{Path(data) / chapter} holds no score tables; execute the chapter first.")
-    return [add(path, folder=folder) for path in tables]
+    return tables
 
 
 def _folder(folder: str | Path | None) -> Path:
@@ -211,12 +330,24 @@ def _folder(folder: str | Path | None) -> Path:
     return Path(FOLDER if folder is None else folder)
 
 
+def check_dataset(name: Any, where: Any) -> str:
+    """``name`` if it is a registered data set (:data:`lsi.data.DATASETS`) or ``"features"`` (an .npz file's);
+    a ``ValueError`` otherwise. Dataset names read from metadata go into file paths and HTML attributes,
+    so they are checked where they are read."""
+    from .data import DATASETS
+
+    if name == "features" or (isinstance(name, str) and name in DATASETS):
+        return name
+    raise ValueError(f"{where} names the data set {name!r}, which is not registered; expected one of "
+                     f"{', '.join(DATASETS)} or 'features'.")
+
+
 def _path(name: str, folder: str | Path | None) -> Path:
-    path = _folder(folder) / f"{name}.parquet"
-    if not path.is_file():
-        known = names(folder)
+    """The file of the published value ``name``, which must be one of :func:`names` (no paths)."""
+    known = names(folder)
+    if name not in known:
         raise FileNotFoundError(f"No published value {name!r} in {_folder(folder)}; known: {', '.join(known) or 'none'}.")
-    return path
+    return _folder(folder) / f"{name}.parquet"
 
 
 def _relative(path: str | Path) -> str:

@@ -38,6 +38,11 @@ from lsi.batching import chunks, models_per_chunk, parse_bytes, resolve_device
 from lsi.defaults import MAX_MODELS_PER_CHUNK
 from lsi.provenance import run_record
 from lsi.results import ChunkStore, concat_tables
+from lsi.validation import NonFiniteError
+
+ON_NONFINITE = ("raise", "flag")
+"""What a run does with a sample whose scores are NaN or inf: raise :class:`~lsi.validation.NonFiniteError`
+naming the samples (the default), or keep the rows and mark them ``True`` in the column ``nonfinite``."""
 
 NOT_IDENTITY = ("device", "memory_budget", "chunk_size", "batch_size", "progress", "checkpoint")
 """Options that change where or how fast a run goes, never its numbers."""
@@ -99,7 +104,8 @@ def serial(score: Callable[[np.ndarray, Any], pd.DataFrame], pending: list[np.nd
 
 def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame], *, size: int,
         identity: dict, checkpoint: str | Path | None = None, progress: bool = True,
-        desc: str = "", unit: str = "sample", executor: Executor | None = None) -> pd.DataFrame:
+        desc: str = "", unit: str = "sample", executor: Executor | None = None,
+        finite: tuple[str, ...] = (), on_nonfinite: str = "raise") -> pd.DataFrame:
     """Score ``positions`` chunk by chunk; with ``checkpoint``, store and resume chunks.
 
     ``score(chunk, bar)`` returns one row per position, with an ``index``
@@ -109,20 +115,30 @@ def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame],
     with the same arguments finds the chunks it finished. ``executor`` scores
     the chunks the store lacks (default :func:`serial`); each is stored as it
     arrives, so the table is the same whichever executor ran it.
+
+    Every chunk's ``finite`` columns are checked as it arrives (and as it is
+    read back from the store): with ``on_nonfinite="raise"`` a NaN or inf is a
+    :class:`~lsi.validation.NonFiniteError` that names the samples and the
+    likely cause, before the chunk is stored; with ``"flag"`` the table gains a
+    boolean column ``nonfinite`` (see :data:`ON_NONFINITE`).
     """
+    check_on_nonfinite(on_nonfinite)
+    check = (lambda table: table) if on_nonfinite == "flag" else (
+        lambda table: require_finite(table, finite, identity))
     store = ChunkStore(checkpoint, identity) if checkpoint is not None else None
     tables, pending, done = [], [], 0
     bar = tqdm(total=len(positions), disable=not progress, unit=unit, desc=desc)
     try:
         for chunk in chunks(positions, size):
-            if store is not None and store.has(chunk):
-                tables.append(store.get(chunk))
+            stored = store.get(chunk) if store is not None else None
+            if stored is not None:
+                tables.append(check(stored))
                 done += len(chunk)
             else:
                 pending.append(chunk)
         bar.n = done
         for chunk, table in (executor or serial)(score, pending, bar):
-            tables.append(table)
+            tables.append(check(table))
             if store is not None:
                 store.put(chunk, table)
             done += len(chunk)
@@ -130,7 +146,48 @@ def run(positions: np.ndarray, score: Callable[[np.ndarray, Any], pd.DataFrame],
             bar.refresh()
     finally:
         bar.close()
-    return concat_tables(tables)
+    table = concat_tables(tables)
+    if on_nonfinite == "flag":
+        table["nonfinite"] = ~_finite_rows(table, finite)
+    return table
+
+
+def check_on_nonfinite(on_nonfinite: str) -> str:
+    """``on_nonfinite`` if it is one of :data:`ON_NONFINITE`; a clear ``ValueError`` otherwise."""
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite={on_nonfinite!r} is not valid; choose one of 'raise', 'flag'.")
+    return on_nonfinite
+
+
+def _finite_rows(table: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """Rows whose ``columns`` are all finite."""
+    values = table[list(columns)].to_numpy(dtype=np.float64) if columns else np.zeros((len(table), 0))
+    return np.isfinite(values).all(axis=1)
+
+
+def require_finite(table: pd.DataFrame, columns: tuple[str, ...], identity: dict) -> pd.DataFrame:
+    """``table`` if its ``columns`` are finite; else a :class:`NonFiniteError` naming samples and likely cause."""
+    bad = ~_finite_rows(table, columns)
+    if not bad.any():
+        return table
+    rows = table.loc[bad]
+    which = [c for c in columns if not np.isfinite(rows[c].to_numpy(dtype=np.float64)).all()]
+    shown = rows["index"].head(10).tolist()
+    raise NonFiniteError(
+        f"{identity.get('measure', 'the measure')} is NaN or inf ({', '.join(which)}) for {int(bad.sum())} "
+        f"sample(s) at positions {shown}{' ...' if bad.sum() > len(shown) else ''}. Likely cause: "
+        f"{likely_cause(identity)}. Pass on_nonfinite='flag' to keep these rows, marked in the column 'nonfinite'.")
+
+
+def likely_cause(identity: dict) -> str:
+    """Why a run's numbers may have overflowed, from the options its identity records."""
+    causes = []
+    if identity.get("lr") is not None and identity.get("solver", "gd") in ("gd", "warm-start"):
+        causes.append(f"training diverged at lr={identity['lr']:g} (use a smaller lr)")
+    if identity.get("dtype") == "float32":
+        causes.append("float32 overflow or round-off (use dtype='float64')")
+    causes.append("features on a very large scale (standardise them)")
+    return "; or ".join(causes)
 
 
 def start(device: str | torch.device) -> dict:
@@ -154,7 +211,7 @@ def check_same_run(tables: Iterable[pd.DataFrame], names: Iterable[str] | None =
     """The common identity of tables that are shards of one run; a clear error otherwise."""
     tables = list(tables)
     names = [str(n) for n in names] if names is not None else [f"table {i}" for i in range(len(tables))]
-    identities = [_identity_of(t) for t in tables]
+    identities = [_identity_of(t, name) for t, name in zip(tables, names)]
     first = identities[0]
     for name, other in zip(names[1:], identities[1:]):
         if other == first:
@@ -175,10 +232,16 @@ def check_same_run(tables: Iterable[pd.DataFrame], names: Iterable[str] | None =
     return first
 
 
-def _identity_of(table: pd.DataFrame) -> dict:
-    """A table's identity; tables written before identities existed fall back to their options."""
-    meta = table.attrs.get("lsi", {})
-    if "identity" in meta:
-        return meta["identity"]
-    options = meta.get("options") or {}
-    return {k: v for k, v in options.items() if k not in NOT_IDENTITY}
+def _identity_of(table: pd.DataFrame, name: str) -> dict:
+    """A table's identity; tables written before identities existed fall back to their options.
+
+    A table with neither (not written by ``lsi compute``, or its metadata lost)
+    has no identity to compare, which is an error: two such tables would compare equal.
+    """
+    meta = table.attrs.get("lsi") or {}
+    identity = meta.get("identity") or {k: v for k, v in (meta.get("options") or {}).items()
+                                        if k not in NOT_IDENTITY}
+    if not identity:
+        raise ValueError(f"{name} carries no lsi run identity (no 'identity' or 'options' in its 'lsi' "
+                         f"metadata); merge only tables written by 'lsi compute'.")
+    return identity

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lsi.probes import Probe
+from lsi.validation import NonFiniteError
 
 
 class SolverDoesNotApply(RuntimeError):
@@ -290,17 +291,29 @@ def _newton(probe: Probe, theta_D: Tensor, delta: Tensor, X: Tensor, Y: Tensor, 
     )
 
 
-def _damped_cholesky(H: Tensor) -> Tensor:
-    """Cholesky factor of ``H + mu I`` with the smallest ``mu`` in 0, 1e-8, 1e-7, ... (times the scale of ``H``)
-    that makes it positive definite, so that a Newton step on a non-convex objective is a descent direction
-    and a line search cannot walk into a saddle or another basin."""
-    scale, mu = float(H.diagonal().abs().max()), 0.0
+def _damped_cholesky(H: Tensor, max_damping: float = 1e8) -> Tensor:
+    """Cholesky factor of ``H + mu I`` with the smallest ``mu`` in 0, 1e-8, 1e-7, ..., ``max_damping`` (times
+    the scale of ``H``) that makes it positive definite, so that a Newton step on a non-convex objective is a
+    descent direction and a line search cannot walk into a saddle or another basin.
+
+    A Hessian with NaN or inf is a :class:`~lsi.validation.NonFiniteError` at once; one that no damping up
+    to ``max_damping`` times its scale makes positive definite is a :class:`SolverDoesNotApply`.
+    """
+    if not bool(torch.isfinite(H).all()):
+        raise NonFiniteError("The Hessian of a leave-one-out problem holds NaN or inf: the model's parameters or "
+                             "the features overflowed. Standardise the features, use dtype='float64', or use "
+                             "solver='gd' with a smaller lr.")
+    scale = float(H.diagonal().abs().max()) or 1.0
     eye = torch.eye(len(H), dtype=H.dtype, device=H.device)
-    while True:
+    mu = 0.0
+    while mu <= max_damping:
         factor, info = torch.linalg.cholesky_ex(H + mu * scale * eye)
         if int(info) == 0:
             return factor
         mu = 1e-8 if mu == 0 else 10 * mu
+    raise SolverDoesNotApply(f"The Hessian of a leave-one-out problem stays indefinite with damping up to "
+                             f"{max_damping:g} times its scale; the converged tier does not apply here. "
+                             f"Use solver='gd'.")
 
 
 def newton_step(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, Y: Tensor, excluded: Tensor,

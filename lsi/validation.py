@@ -13,6 +13,15 @@ import numpy as np
 import torch
 
 
+class NonFiniteError(ArithmeticError):
+    """A computation produced NaN or inf: training diverged, or float32 lost the precision it needed.
+
+    Raised on purpose (never a table of NaN, never an endless loop), with the
+    samples concerned and the likely cause in the message; the CLI reports it as
+    ``error: ...`` with exit 2.
+    """
+
+
 def _as_numpy(array: Any, name: str) -> np.ndarray:
     if isinstance(array, torch.Tensor):
         return array.detach().cpu().numpy()

@@ -93,6 +93,7 @@ def build_official_layouts(downloads: Path) -> Path:
             for wnid in wnids:
                 for k in range(2):
                     image(downloads / name / f"{name}2-320" / split / wnid / f"{wnid}_{k}.JPEG")
+        (downloads / name / f"{name}2-320" / ".lsi-complete").write_text("extracted and marked complete\n")
     chest = downloads / "chest_xray" / "chest_xray"
     for split in ("train", "test"):
         for rel in ["NORMAL/IM-0001-0001.jpeg", "PNEUMONIA/person1_bacteria_1.jpeg", "PNEUMONIA/person2_virus_3.jpeg"]:

@@ -52,8 +52,8 @@ def test_an_executor_gets_only_the_missing_chunks_and_may_finish_them_in_any_ord
                        executor=backwards)
     assert handed == [[3, 4, 5], [6, 7, 8], [9]]
     pd.testing.assert_frame_equal(table, runner.run(positions, _score([]), size=3, identity=identity, progress=False))
-    assert sorted(p.name for p in tmp_path.glob("chunk-*")) == [
-        f"chunk-{a:09d}-{b:09d}.parquet" for a, b in ((0, 2), (3, 5), (6, 8), (9, 9))]
+    assert sorted(p.name[:26] for p in tmp_path.glob("chunk-*")) == [
+        f"chunk-{a:09d}-{b:09d}-" for a, b in ((0, 2), (3, 5), (6, 8), (9, 9))]
 
 
 def test_chunk_size_follows_the_budget():

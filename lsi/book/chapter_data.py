@@ -162,6 +162,8 @@ def read_thumbnails(path: str | Path) -> pd.DataFrame:
 
 def published_tables(folder: str | Path) -> list[tuple[dict, pd.DataFrame, Path]]:
     """Every table published under ``folder`` (``<chapter>/<name>.parquet``), with its record."""
+    from lsi.published import check_dataset
+
     found = []
     for path in sorted(Path(folder).glob("*/*.parquet")):
         if path.name.endswith(".thumbs.parquet"):
@@ -170,7 +172,9 @@ def published_tables(folder: str | Path) -> list[tuple[dict, pd.DataFrame, Path]
         raw = (arrow.schema.metadata or {}).get(PUBLISHED_KEY)
         if not raw:
             continue
-        found.append((json.loads(raw), arrow.to_pandas(), path))
+        info = json.loads(raw)
+        check_dataset(info.get("dataset"), path)  # the name goes into file paths and HTML attributes
+        found.append((info, arrow.to_pandas(), path))
     return found
 
 

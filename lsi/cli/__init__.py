@@ -24,13 +24,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The errors the library raises on purpose, each with a message for the user.
+
+    Bad input (``ValueError``, ``TypeError``, ``KeyError``), missing files, data or
+    packages (``OSError``, ``ImportError``), numeric failure
+    (:class:`lsi.validation.NonFiniteError`, an ``ArithmeticError``), a tier that
+    does not apply (:class:`lsi.training.SolverDoesNotApply`) and a factorisation
+    that fails (``torch.linalg.LinAlgError``). Anything else is a bug and keeps its traceback.
+    """
+    import torch
+
+    from lsi.training import SolverDoesNotApply
+
+    return (ValueError, TypeError, KeyError, OSError, ImportError, ArithmeticError, SolverDoesNotApply,
+            torch.linalg.LinAlgError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected error is one line ``lsi <command>: error: ...`` on stderr and exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, ImportError, OSError) as error:
-        print(f"lsi {args.command}: error: {error}", file=sys.stderr)
+    except expected_errors() as error:
+        message = " ".join(str(error.args[0] if isinstance(error, KeyError) and error.args else error).split())
+        print(f"lsi {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

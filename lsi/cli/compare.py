@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from lsi.cli.compute import load_npz
-from lsi.compare import METHODS, detection, scores
-from lsi.results import atomic_write_bytes, save_table
-from lsi.validation import check_features, check_labels, check_mask
+from lsi.compare import METHODS, detection, parse_methods, scores
+from lsi.results import atomic_write_bytes, check_writable, save_table
+from lsi.validation import check_features, check_labels, check_mask, check_positive
 
 
 def register(subparsers) -> None:
@@ -38,20 +38,42 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def check_options(args) -> None:
+    """The options' values, before any file is read: a clear error for each bad one."""
+    parse_methods(args.methods)
+    for option, value, least in (("--folds", args.folds, 2), ("--trak-proj-dim", args.trak_proj_dim, 1),
+                                 ("--psmi-estimators", args.psmi_estimators, 1)):
+        if value < least:
+            raise ValueError(f"{option} {value}: must be at least {least}.")
+    check_positive(args.weight_decay, name="--weight-decay")
+    check_positive(args.sui_l2, name="--sui-l2")
+    check_writable(args.out)
+
+
+def check_every_class_present(y: np.ndarray) -> None:
+    """Labels ``0..C-1`` with every class present: cleanlab's folds and the detection scores need each class."""
+    missing = np.setdiff1d(np.arange(y.max() + 1), y)
+    if len(missing):
+        raise ValueError(f"labels skip class(es) {missing[:5].tolist()} of 0..{y.max()}; encode the classes "
+                         f"present as 0..C-1, e.g. np.unique(labels, return_inverse=True)[1].")
+
+
 def run(args) -> int:
+    check_options(args)
     X, y, _ = load_npz(args.features)
     X = check_features(X)
     y, _ = check_labels(y, len(X))
+    check_every_class_present(y)
     with np.load(args.features, allow_pickle=False) as data:
         flipped = check_mask(data["flipped"], len(X)) if "flipped" in data.files else None
     table = scores(X, y, args.methods, solver=args.solver, hessian=args.hessian, weight_decay=args.weight_decay,
                    folds=args.folds, sui_l2=args.sui_l2, trak_proj_dim=args.trak_proj_dim,
                    psmi_estimators=args.psmi_estimators, seed=args.seed, progress=not args.quiet)
     table.attrs["lsi"]["data"] = {"source": str(args.features)}
+    summary = None if flipped is None else detection(table, flipped)  # before anything is written
     save_table(table, args.out)
     print(f"wrote {len(table)} rows x {table.shape[1]} methods to {args.out}")
-    if flipped is not None:
-        summary = detection(table, flipped)
+    if summary is not None:
         path = args.out.with_name(args.out.stem + ".summary.csv")
         atomic_write_bytes(path, summary.to_csv().encode())
         print(f"finding the {int(flipped.sum())} flipped labels among {len(table)}:")

@@ -12,7 +12,7 @@ from lsi.api import compute_lsi
 from lsi.defaults import LSI, PAPER, SUI
 from lsi.enums import DType, Hessian, Probe, Solver
 from lsi.probes import ACTIVATIONS
-from lsi.results import save_table
+from lsi.results import check_writable, save_table
 
 DEFAULTS = {**LSI, **PAPER, "activation": "relu"}
 
@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int,
                         help="CPU threads of this process and, with --ray, of each task (default: torch's; "
                              "1 with --ray). A table is bit-identical to another run's at the same thread count")
+    parser.add_argument("--on-nonfinite", choices=["raise", "flag"], default="raise",
+                        help="a sample whose score is NaN or inf (diverged training, float32 overflow): an error "
+                             "naming it, or keep the row and mark it in the column 'nonfinite'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -149,11 +152,12 @@ def project(X: np.ndarray, components: int, source: dict) -> tuple[np.ndarray, d
 def run(args) -> int:
     if args.components < 0:  # before any feature extraction
         raise ValueError(f"--components {args.components}: must be >= 0 (0 keeps all the features).")
+    check_writable(args.out)
     chunks = executor(args)  # first: the thread count also governs feature extraction
     X, y, ids, source, columns = load_inputs(args)
     X, source = project(X, args.components, source)
     common = dict(indices=args.indices, seed=args.seed, device=args.device, dtype=args.dtype,
-                  progress=not args.quiet, ids=ids, executor=chunks)
+                  progress=not args.quiet, ids=ids, executor=chunks, on_nonfinite=args.on_nonfinite)
     checkpoint = args.out.with_name(args.out.name + ".parts")
     if args.measure == "sui":
         from lsi.sui import compute_sui_features

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import Dataset, stratified_split
-from .sources import (SourceUnavailableError, download_root, mirror_file, mirror_hint,
-                      read_parquet, require_online)
+from .sources import (COMPLETE, Archive, SourceUnavailableError, download_root, extract_once,
+                      fetch_archive, file_sha256, mirror_file, mirror_hint, read_parquet, require_online)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -34,6 +34,15 @@ CHEST_CLASSES = ["normal", "bacterial pneumonia", "viral pneumonia"]
 CHEST_TEST_FRACTION = 624 / 5216  # official test size over official train size: 624 test rows here
 CHEST_SPLIT_SEED = 0
 CIFAR10N_LABELS = ("aggre", "worse", "random1", "random2", "random3")
+FASTAI_ARCHIVES = {
+    "imagenette": Archive("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+                          "569b4497c98db6dd29f335d1f109cf315fe127053cedf69010d047f0188e158c", 341_663_724),
+    "imagewoof": Archive("https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-320.tgz",
+                         "4e4905ed7643120daaf9bf3b2ef7f3a7e8396d9bdaf254a38c6f01f618b4973d", 328_288_506),
+}
+"""The official fast.ai archives, pinned by SHA-256 and size as TensorFlow Datasets records them
+(``url_checksums``); torchvision's ``Imagenette`` pins the same 320 px archive by MD5
+3df6f0d01a2c9592104656642f5e78a3."""
 
 
 def _parquet_images(name: str, split: str, path: Path, image_col: str, classes: list[str],
@@ -161,18 +170,19 @@ def _folder_dataset(name: str, split: str, folder: Path, wnids: dict[str, str], 
 
 
 def _fastai_imagenet_subset(name: str, wnids: dict[str, str], split: str) -> Dataset:
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    archive = f"{name}2-320"
-    folder = download_root() / name / archive
-    url = f"https://s3.amazonaws.com/fast-ai-imageclas/{archive}.tgz"
-    if not (folder / split).is_dir():
-        require_online(f"{name} ({split})", FASTAI_HOST,
-                       f"Download {url} and extract it into {folder.parent} (so that {folder}/train and "
-                       f"{folder}/val exist; set LSI_DOWNLOADS to use another folder), or run once on a "
-                       f"machine with internet access, which downloads it there.")
-        download_and_extract_archive(url, str(folder.parent))
-    return _folder_dataset(name, split, folder, wnids, f"official:{folder}")
+    """An official fast.ai archive: downloaded and checked against its pinned SHA-256, extracted safely once."""
+    archive = FASTAI_ARCHIVES[name]
+    root = download_root() / name
+    folder = root / archive.folder
+    if not (folder / COMPLETE).is_file():
+        local = root / archive.name
+        if not (local.is_file() and file_sha256(local) == archive.sha256):
+            require_online(f"{name} ({split})", FASTAI_HOST,
+                           f"Download {archive.url} (SHA-256 {archive.sha256}) into {root}, or run once on a "
+                           f"machine with internet access, which downloads, checks and extracts it there (set "
+                           f"LSI_DOWNLOADS to use another folder).")
+        extract_once(fetch_archive(archive, root), archive, root)
+    return _folder_dataset(name, split, folder, wnids, f"official:{archive.name}")
 
 
 def load_imagenette(split: str, root: Path | None) -> Dataset:

@@ -12,9 +12,14 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
+import tarfile
 import threading
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -112,6 +117,89 @@ def hub_file(repo_id: str, filename: str, *, what: str, how: str, revision: str 
         pass
     require_online(what, "huggingface.co", how, hub=True)
     return Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision))
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An official archive pinned by its SHA-256 (and size in bytes, to report a truncated download)."""
+
+    url: str
+    sha256: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def folder(self) -> str:
+        """The top folder the archive extracts to: its name without ``.tgz``/``.tar.gz``."""
+        return self.name.removesuffix(".tgz").removesuffix(".tar.gz")
+
+
+COMPLETE = ".lsi-complete"
+"""Marker file written into an extracted folder last; a folder without it is an interrupted extraction."""
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_archive(archive: Archive, folder: Path) -> Path:
+    """``folder/<archive name>``, checked against its pinned SHA-256; downloaded (again) if absent or damaged.
+
+    A file that does not match (a truncated or corrupted earlier download) is
+    replaced; the download goes to ``<name>.part`` and is renamed only once its
+    SHA-256 matches, so a killed download never passes for a finished one.
+    """
+    path = folder / archive.name
+    if path.is_file() and file_sha256(path) == archive.sha256:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    with urllib.request.urlopen(archive.url, timeout=60) as response, open(part, "wb") as handle:
+        shutil.copyfileobj(response, handle, 2 ** 20)
+    found, size = file_sha256(part), part.stat().st_size
+    if found != archive.sha256:
+        part.unlink()
+        raise OSError(f"The download of {archive.url} does not match its pinned SHA-256 ({size:,} bytes of "
+                      f"{archive.size:,}; SHA-256 {found[:16]}... instead of {archive.sha256[:16]}...). "
+                      f"Retry; if it persists, the file at the source has changed.")
+    os.replace(part, path)
+    return path
+
+
+def extract_once(archive_path: Path, archive: Archive, folder: Path) -> Path:
+    """``folder/<archive.folder>``, extracted from ``archive_path`` unless a complete extraction is there.
+
+    Extraction uses :mod:`tarfile`'s ``"data"`` filter (leading ``/`` stripped,
+    a member or link reaching outside the folder refused, no device files) into a temporary
+    folder beside the target, which is renamed into place and then marked
+    complete (:data:`COMPLETE`); a folder without the marker is removed first.
+    """
+    target = folder / archive.folder
+    if (target / COMPLETE).is_file():
+        return target
+    staging = folder / f".{archive.folder}.extracting"
+    for stale in (staging, target):
+        if stale.exists():
+            shutil.rmtree(stale)
+    try:
+        with tarfile.open(archive_path) as tar:
+            tar.extractall(staging, filter="data")
+        extracted = staging / archive.folder
+        if not extracted.is_dir():
+            raise ValueError(f"{archive_path} holds no top folder {archive.folder}/; it is not {archive.url}.")
+        os.replace(extracted, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    (target / COMPLETE).write_text(f"{archive.sha256}  {archive.name}\n")
+    return target
 
 
 def mirror_hint(folder: str) -> str:

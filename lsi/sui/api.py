@@ -140,7 +140,7 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
                 dtype: str = SUI["dtype"], batch_size: int = SUI["batch_size"],
                 memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
                 checkpoint: str | None = None, progress: bool = True, ids: Any = None,
-                executor: runner.Executor | None = None) -> pd.DataFrame:
+                executor: runner.Executor | None = None, on_nonfinite: str = "raise") -> pd.DataFrame:
     """Smooth unique information (Harutyunyan et al., ICLR 2021) of each training sample.
 
     The network is linearised around its weights ``w0`` and trained with
@@ -181,8 +181,12 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
         memory_budget, chunk_size: samples per chunk follow from the memory
             budget (:mod:`lsi.runner`, shared with :func:`lsi.compute_lsi`);
             ``chunk_size`` fixes the number instead.
+        on_nonfinite: a sample whose SUI is NaN or inf is a
+            :class:`lsi.validation.NonFiniteError` naming it (``"raise"``, default), or
+            is kept and marked in a boolean column ``nonfinite`` (``"flag"``).
     """
     started = runner.start(device)
+    runner.check_on_nonfinite(on_nonfinite)
     torch_dtype = getattr(torch, check_choice(dtype, DType, name="dtype").value)
     model, train_inputs, heldout, labels, n_classes, kind = _model_and_inputs(
         model_or_features, labels, inputs, heldout, probe, hidden, seed)
@@ -199,7 +203,7 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
                                   time=time, sigma=sigma, lyapunov=lyapunov, indices=indices,
                                   device=device, memory_budget=memory_budget, chunk_size=chunk_size,
                                   checkpoint=checkpoint, progress=progress, ids=ids, context=context,
-                                  executor=executor)
+                                  executor=executor, on_nonfinite=on_nonfinite)
 
 
 def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linearization | None = None,
@@ -208,7 +212,8 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
                            lyapunov: bool = False, indices: Any = None, device: str = SUI["device"],
                            memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
                            checkpoint: str | None = None, progress: bool = True, ids: Any = None,
-                           context: dict | None = None, executor: runner.Executor | None = None) -> pd.DataFrame:
+                           context: dict | None = None, executor: runner.Executor | None = None,
+                           on_nonfinite: str = "raise") -> pd.DataFrame:
     """:func:`compute_sui` from a network already linearised on the training (and held-out) inputs.
 
     ``train``/``heldout`` come from :func:`lsi.sui.linearize` (any ``params``,
@@ -266,7 +271,8 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
 
     size = chunk_size or runner.chunk_size(fit.bytes_per_sample(), memory_budget)
     result = runner.run(positions, score, size=size, identity=identity, checkpoint=checkpoint,
-                        progress=progress, desc="SUI", executor=executor)
+                        progress=progress, desc="SUI", executor=executor, on_nonfinite=on_nonfinite,
+                        finite=("sui_weight", "sui_functional", *(("sui_weight_lyapunov",) if lyapunov else ())))
     result.attrs["lsi"] = runner.provenance(
         started, identity=identity,
         options={**options, "device": str(device), "memory_budget": memory_budget, "chunk_size": size,

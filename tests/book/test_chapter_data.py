@@ -74,10 +74,10 @@ def test_a_small_exact_audit_joins_the_full_table_of_its_group(data):
     full = _table(30)
     original = full["label"].to_numpy().copy()
     full.loc[[2, 7, 11], "label"] = (full.loc[[2, 7, 11], "label"] + 1) % 3
-    common = dict(chapter="c", dataset="d", classes=list("abc"), corruption="flip:0.1", original_label=original)
+    common = dict(chapter="c", dataset="cifar10", classes=list("abc"), corruption="flip:0.1", original_label=original)
     publish.publish_scores(full.iloc[:5], name="a-audit", tier="converged", **common)  # read first (by name)
     publish.publish_scores(full, name="b-all", tier="newton-step", **common)
-    payload = publish.explorer_payload(publish.published_tables(data), "d")
+    payload = publish.explorer_payload(publish.published_tables(data), "cifar10")
     assert payload["rows"] == 30 and payload["classes"] == list("abc")  # no unknown class for the other 25
     assert sum(payload["columns"]["corr"]) == 3
     assert sum(v is not None for v in payload["scores"]["LSI (converged)"]) == 5
@@ -102,12 +102,12 @@ def test_texts_are_cut_at_a_word(data):
 
 def test_explorer_payload_joins_tiers_and_ranks_within_class(data):
     exact, fast = _table(30, 0), _table(30, 1)
-    publish.publish_scores(exact, chapter="c", name="exact", dataset="d", classes=list("abc"), tier="converged")
-    publish.publish_scores(fast.iloc[::-1], chapter="c", name="fast", dataset="d", classes=list("abc"),
+    publish.publish_scores(exact, chapter="c", name="exact", dataset="cifar10", classes=list("abc"), tier="converged")
+    publish.publish_scores(fast.iloc[::-1], chapter="c", name="fast", dataset="cifar10", classes=list("abc"),
                            tier="newton-step")
-    publish.publish_scores(_table(5), chapter="c", name="other", dataset="elsewhere")
+    publish.publish_scores(_table(5), chapter="c", name="other", dataset="imdb")
     tables = publish.published_tables(data)
-    payload = publish.explorer_payload(tables, "d")
+    payload = publish.explorer_payload(tables, "cifar10")
     assert payload["rows"] == 30 and payload["classes"] == list("abc")
     assert payload["tiers"] == ["LSI (converged)", "LSI (newton-step)"]  # same counts: by name
     by_id = dict(zip(payload["columns"]["id"], range(30)))
