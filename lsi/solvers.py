@@ -148,6 +148,10 @@ class Converged(_SecondOrder):
                                            ggn_diag=self.o["hessian"] == "diag")
         return self.theta_D + loo.delta, loo
 
+    def bytes_per_model(self, structure: str) -> int:
+        """As every solver's, plus the Anderson history: ``2 memory + 2`` vectors of length K."""
+        return super().bytes_per_model(structure) + 8 * (2 * training.ANDERSON_MEMORY + 2) * self.probe.n_params
+
     def precision(self, structure, P0, theta, excluded, w, loo, prior):
         if loo.ggn_diag is not None:
             return curvature.Diag(loo.ggn_diag, prior)
