@@ -12,7 +12,8 @@ All solvers minimise, for each model b with sample weights ``w_b`` (0/1) and
   Gauss-Newton with conjugate gradients on GGN-vector products.
 * :func:`solve_leave_one_out` iterates ``delta <- delta - H_{D\\i}^-1 grad L_{D\\i}(theta_D + delta)``
   from ``delta = 0``, with one shared Hessian factorisation and a rank-C
-  Woodbury downdate per sample; :func:`newton_step` is the one-step screening tier.
+  Woodbury downdate per sample, the steps Anderson-mixed (:class:`AndersonMixing`);
+  :func:`newton_step` is the one-step screening tier.
 """
 from __future__ import annotations
 
@@ -276,7 +277,10 @@ def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor
     or still unconverged after ``chord_iter`` steps, continues with exact, damped
     Newton steps on its own Hessian (from ``theta_D`` again if the chord
     iterations increased its objective, which can happen for a non-convex probe). With ``ggn_diag``, the diagonal GGN of each
-    model's kept samples at its solution comes from the pass that verified it.
+    model's kept samples at its solution comes from the pass that verified it. With ``memory > 0`` the chord
+    steps are Anderson-mixed (:class:`AndersonMixing`): same fixed point and certificate, fewer steps where the
+    plain iteration contracts slowly; ``memory=0`` is the plain chord iteration. ``steps`` counts each model's
+    iterations (chord and Newton), one pass over the data each.
     """
     n, B = len(X), len(excluded)
     hessian = LeaveOneOutHessian(probe, theta_D, factor, X, excluded)
