@@ -16,6 +16,11 @@
 
        python benchmarks/bench_core.py --parts rows --sizes 2000,5000 --previous cc6c1dc \
            --out benchmarks/results/core_rows.json
+
+6. ``--parts exact``: only the two rows of the exact tier's targets (issue 28), the converged tier on all
+   20,000 models of synthetic n = 20,000, d = 512 and on all 2,000 of the wide CIFAR-10 row (d = 1,280)::
+
+       python benchmarks/bench_core.py --parts exact --out benchmarks/results/core_rows.json
 """
 from __future__ import annotations
 
@@ -139,14 +144,20 @@ def sklearn_fit_s(X: np.ndarray, y: np.ndarray, weight_decay: float) -> float:
     return timed(lambda: model.fit(X, y))[1]
 
 
-def tier_floor_flop(tier: str, n: int, d: int, C: int, models: int) -> float:
-    """FLOP no implementation of a tier can avoid.
+FLOOR = {
+    "converged": "models * 2 * 4 n d C FLOP at the GEMM rate measured in the same process: every left-out model "
+                 "evaluated on all n samples twice (a step and the pass that verifies it), each pass a forward and "
+                 "a backward product of 2 n d C FLOP. Not counted: the full-data fit and Hessian factorisation, "
+                 "and the solves with the K x K factor (2 K^2 FLOP per model and step, K = (d + 1) C)",
+    "newton-step": "n K^2 + K^3 / 3 + 2 K^2 models FLOP at the GEMM rate measured in the same process: the "
+                   "full-data Hessian as a symmetric rank-n update, its Cholesky factor and one solve per scored "
+                   "sample, K = (d + 1) C",
+}
+"""What each tier's floor counts (recorded in every row)."""
 
-    converged: every left-out model evaluated on all n samples twice (a step and its verification), each a
-    forward and a backward product of ``2 n d C`` FLOP: ``models * 2 * 4 n d C``. newton-step: the full-data
-    Hessian as a symmetric rank-n update (``n K^2``), its Cholesky factor (``K^3 / 3``) and one solve of
-    ``2 K^2`` per scored sample, ``K = (d + 1) C``.
-    """
+
+def tier_floor_flop(tier: str, n: int, d: int, C: int, models: int) -> float:
+    """FLOP no implementation of a tier can avoid (:data:`FLOOR` says which)."""
     if tier == "converged":
         return models * 2 * 4 * n * d * C
     K = (d + 1) * C
@@ -164,13 +175,18 @@ def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 
     key = tier.replace("-", "_")
     row = {"n": n, "d": d, "C": C, "tier": tier, "models_timed": models, "gemm_gflops": peak,
            f"{key}_s" if models == n else f"{key}_s_for_models_timed": seconds,
-           f"{key}_floor_s": floor, f"{key}_ratio_to_floor": seconds / floor,
+           f"{key}_floor_s": floor, f"{key}_ratio_to_floor": seconds / floor, f"{key}_floor_definition": FLOOR[tier],
            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
            "load_average_1min_at_start": load}
     if models < n:
         row[f"{key}_s_extrapolated"] = seconds * n / models
     if tier == "converged":
-        row["converged_max_grad_norm"] = float(table["grad_norm"].max())
+        steps = table["steps"].to_numpy()
+        row |= {"converged_max_grad_norm": float(table["grad_norm"].max()),
+                "converged_steps_per_solve_mean": float(steps.mean()), "converged_steps_per_solve_max": int(steps.max()),
+                "converged_steps_per_solve_counts": {int(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True))},
+                "converged_steps_note": "iterations of each leave-one-out solve, one pass over the data each "
+                                        "(the first gradient is in closed form); the floor counts 2"}
         if data != "synthetic":
             row["sklearn_fit_s"] = sklearn_fit_s(X, y, HYPER["weight_decay"])
     if audit:
@@ -180,6 +196,10 @@ def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 
         row |= {"audit_samples": len(rows), "audit_spearman_vs_converged": float(spearmanr(exact, approx).statistic),
                 "audit_median_rel_err_vs_converged": float(np.median(np.abs(approx - exact) / exact))}
     return row
+
+
+EXACT_ROWS = (("synthetic", 20_000), ("cifar10", 2_000))
+"""The converged rows of ``--parts exact``: the floor target and the wide target."""
 
 
 def _archive(commit: str) -> str:
@@ -243,7 +263,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer models and sizes (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core.json"))
-    parser.add_argument("--parts", default="gd,tiers", help="comma-separated subset of gd, tiers, rows; or table (print --out's rows)")
+    parser.add_argument("--parts", default="gd,tiers",
+                        help="comma-separated subset of gd, tiers, rows; or exact (the converged rows at synthetic "
+                             "n = 20,000 and wide CIFAR-10 n = 2,000); or table (print --out's rows)")
     parser.add_argument("--sizes", default="2000,5000,10000,20000,50000", help="n of the rows part")
     parser.add_argument("--tiers", default="newton-step,converged", help="tiers of the rows part")
     parser.add_argument("--previous", default="", help="a previous commit whose engine (git archive) is timed too")
@@ -262,6 +284,11 @@ def main() -> None:
     parts = set(args.parts.split(","))
     if "table" in parts:
         print(markdown(args.out))
+        return
+    if "exact" in parts:
+        engines = {"current": str(Path(__file__).resolve().parents[1])}
+        for data, n in EXACT_ROWS:
+            bench_rows(data, [n], ["converged"], engines, args.out, args.sample, audit=0)
         return
     if "rows" in parts:
         sizes = [int(n) for n in args.sizes.split(",")]

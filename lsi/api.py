@@ -11,7 +11,6 @@ given a ``checkpoint`` folder, written chunk by chunk so a killed run resumes.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lsi import batching, curvature, runner, training
+from lsi import batching, curvature, runner, solvers, training
 from lsi.defaults import LSI, PAPER
-from lsi.enums import Hessian, Probe, Solver
+from lsi.enums import Hessian, Probe
 from lsi.kl import kl_terms
-from lsi.probes import ACTIVATIONS, ModuleProbe, make_probe
+from lsi.probes import ACTIVATIONS, make_probe
 from lsi.validation import (check_choice, check_features, check_indices, check_labels,
                             check_positive)
 
@@ -86,8 +85,9 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
 
     Returns
     -------
-    DataFrame with columns ``index, id, label, lsi, kl_mean, kl_cov, grad_norm``
-    and the run's metadata in ``attrs["lsi"]``.
+    DataFrame with columns ``index, id, label, lsi, kl_mean, kl_cov, grad_norm`` (the certificate: the
+    gradient norm of each leave-one-out objective at its solution), for ``"converged"`` also ``steps`` (the
+    iterations of each solve, one pass over the data each), and the run's metadata in ``attrs["lsi"]``.
     """
     started = runner.start(device)
     runner.check_on_nonfinite(on_nonfinite)
@@ -102,7 +102,7 @@ def compute_lsi(features: Any, labels: Any, *, probe: str | torch.nn.Module = LS
     positions = check_indices(indices, len(X))
     ids = _check_ids(ids, len(X))
     device, torch_dtype = batching.resolve_device(device), batching.resolve_dtype(dtype)
-    if torch_dtype != torch.float64 and options["solver"] not in FIRST_ORDER:
+    if torch_dtype != torch.float64 and not solvers.solver_class(options["solver"]).first_order:
         raise ValueError(f"solver={options['solver']!r} needs dtype='float64': it solves the full-data optimum "
                          f"to gradient norm 1e-13 and each leave-one-out problem to tol={options['tol']:g}, "
                          f"below float32 resolution. Use dtype='float64', or solver='gd' in float32.")
@@ -137,96 +137,39 @@ def _finite_columns(options: dict) -> tuple[str, ...]:
     return scores if options["solver"] == "newton-step" else (*scores, "grad_norm")
 
 
-FIRST_ORDER = ("gd", "warm-start")
-"""Solvers that train by Nesterov steps (no Hessian factorisation): the only ones for large networks."""
-
-
 class _Engine:
-    """Full-data fit and per-chunk leave-one-out scoring for one set of options."""
+    """Full-data fit and per-chunk leave-one-out scoring for one set of options; the solver named in the
+    options (:data:`lsi.solvers.SOLVERS`) supplies the parameters and the leave-one-out precision."""
 
     def __init__(self, probe, X: torch.Tensor, Y: torch.Tensor, options: dict):
         self.probe, self.X, self.Y, self.o = probe, X, Y, options
-        n, dtype, device = len(X), X.dtype, X.device
-        self.structure, self.solver = options["hessian"], options["solver"]
-        self.theta0 = probe.init(options["seed"], dtype=dtype, device=device)
-        ones = torch.ones(1, n, dtype=dtype, device=device)
-        if self.solver in FIRST_ORDER:
-            theta = training.fit_first_order(
-                probe, self.theta0, X, Y, lr=options["lr"], momentum=options["momentum"],
-                weight_decay=options["weight_decay"], epochs=options["epochs"],
-                tol=options["tol"] / 10 if self.solver == "warm-start" else None)
-        else:
-            theta, _ = training.fit_optimum(probe, self.theta0, X, Y, weight_decay=options["weight_decay"],
-                                            tol=min(options["tol"], 1e-12) / 10)
-            self.factor = training.factor_hessian(probe, theta, X, Y, weight_decay=options["weight_decay"])
-        self.theta_D = theta
-        g = training.objective_grad(probe, theta[None], X, Y, ones, options["weight_decay"])
-        self.full_grad_norm = float(g.norm())
-        if self.solver == "warm-start" and self.full_grad_norm > options["tol"] / 10:
-            warnings.warn(f"solver='warm-start': the full-data model stopped at gradient norm {self.full_grad_norm:.3g} "
-                          f"after {options['epochs']} further steps, above tol/10 = {options['tol'] / 10:g}; the "
-                          f"leave-one-out models then also continue its training. Raise epochs or tol.",
-                          RuntimeWarning, stacklevel=3)
-        self.P0 = curvature.precision(self.structure, probe, theta[None], X, ones, self._prior(n, 1))
+        self.structure = options["hessian"]
+        self.solver = solvers.solver_class(options["solver"])(probe, X, Y, options)
+        self.theta_D = self.solver.fit()
+        self.full_grad_norm = self.solver.full_grad_norm
+        ones = torch.ones(1, len(X), dtype=X.dtype, device=X.device)
+        self.P0 = curvature.precision(self.structure, probe, self.theta_D[None], X, ones, self._prior(len(X), 1))
 
     def _prior(self, m: int, count: int) -> torch.Tensor:
         tau = self.o["weight_decay"] * m if self.o["prior_precision"] is None else self.o["prior_precision"]
         return torch.full((count,), float(tau), dtype=torch.float64, device=self.X.device)
 
-    def _train(self, w, bar=None, *, start=None, tol=None):
-        """Nesterov steps for the models ``w`` from ``start`` (default: the seeded init), stopping at ``tol``."""
-        o = self.o
-        step = None if bar is None else (lambda epoch, theta: bar.update(len(w) / o["epochs"]))
-        return training.train_gd(self.probe, self.theta0 if start is None else start, self.X, self.Y, w,
-                                 lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
-                                 epochs=o["epochs"], tol=tol, callback=step)
-
-    def _solve(self, excluded: torch.Tensor) -> training.LeaveOneOut:
-        """The second-order tiers; the converged one also returns the diagonal GGN at each solution."""
-        args = (self.probe, self.theta_D, self.factor, self.X, self.Y, excluded)
-        if self.solver == "newton-step":
-            delta = training.newton_step(*args, weight_decay=self.o["weight_decay"])
-            return training.LeaveOneOut(delta, torch.full((len(excluded),), float("nan"), device=delta.device))
-        return training.solve_leave_one_out(*args, weight_decay=self.o["weight_decay"], tol=self.o["tol"],
-                                            ggn_diag=self.structure == "diag")
-
     def bytes_per_model(self) -> int:
-        n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
-        if self.solver == "newton-step" and self.structure == "diag":
-            return 8 * 8 * K   # per-sample gradients, steps and diagonals: no pass over the data per model
-        hidden = getattr(self.probe, "hidden", 0)
-        if isinstance(self.probe, ModuleProbe):  # a network: its activations, kept for the backward pass
-            hidden = self.probe.activations_per_sample(self.X[0])
-        per = 8 * (6 * n * (C + 2 * hidden) + 8 * K)
-        if self.structure == "full":
-            per += 8 * 4 * K * K
-        return per
+        return self.solver.bytes_per_model(self.structure)
 
     def score(self, chunk: np.ndarray, labels: np.ndarray, ids: np.ndarray, bar) -> pd.DataFrame:
         n, o = len(self.X), self.o
         excluded = torch.as_tensor(chunk, device=self.X.device)
         w = training.loo_weights(n, excluded, dtype=self.X.dtype, device=self.X.device)
-        prior = self._prior(n - 1, len(chunk))
-        if self.solver in FIRST_ORDER:
-            start, tol = (self.theta_D, o["tol"]) if self.solver == "warm-start" else (None, None)
-            theta = self._train(w, bar, start=start, tol=tol)
-            delta = theta - self.theta_D
-            grad_norm = training.objective_grad(self.probe, theta, self.X, self.Y, w, o["weight_decay"]).norm(dim=1)
-        else:
-            loo = self._solve(excluded)
-            delta, grad_norm, theta = loo.delta, loo.grad_norm, self.theta_D + loo.delta
-        if self.solver == "newton-step":
-            P1 = curvature.remove_sample(self.P0, self.structure, self.probe, self.theta_D, self.X, excluded, prior)
-        elif self.solver == "converged" and loo.ggn_diag is not None:
-            P1 = curvature.Diag(loo.ggn_diag, prior)
-        else:
-            P1 = curvature.precision(self.structure, self.probe, theta, self.X, w, prior)
-        mean, cov = kl_terms(self.P0, P1, delta)
+        theta, loo = self.solver.leave_one_out(excluded, w, bar)
+        P1 = self.solver.precision(self.structure, self.P0, theta, excluded, w, loo, self._prior(n - 1, len(chunk)))
+        mean, cov = kl_terms(self.P0, P1, loo.delta)
         return pd.DataFrame({
             "index": chunk, "id": ids[chunk], "label": labels[chunk],
             "lsi": (mean + cov).cpu().numpy(), "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(),
-            "grad_norm": grad_norm.double().cpu().numpy(),
-            **{f"lsi_{name}": self._marginal_kl(names, P1, delta) for name, names in o.get("marginals", {}).items()},
+            "grad_norm": loo.grad_norm.double().cpu().numpy(),
+            **({} if loo.steps is None else {"steps": loo.steps.cpu().numpy()}),
+            **{f"lsi_{name}": self._marginal_kl(names, P1, loo.delta) for name, names in o.get("marginals", {}).items()},
         })
 
     def _marginal_kl(self, names: list[str], P1: curvature.Diag, delta: torch.Tensor) -> np.ndarray:
@@ -240,7 +183,7 @@ class _Engine:
 
 
 def _check_options(**o) -> dict:
-    o["solver"] = check_choice(o["solver"], Solver, name="solver").value
+    o["solver"] = solvers.solver_class(o["solver"])._key
     o["hessian"] = check_choice(o["hessian"], Hessian, name="hessian").value
     if isinstance(o["probe"], torch.nn.Module):
         o["probe"] = f"module:{type(o['probe']).__name__}"
@@ -257,7 +200,7 @@ def _check_options(**o) -> dict:
         raise ValueError(f"momentum == {o['momentum']}, must be < 1.")
     if o["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation={o['activation']!r} is not valid; choose one of {', '.join(ACTIVATIONS)}.")
-    strict = o["solver"] not in FIRST_ORDER
+    strict = not solvers.solver_class(o["solver"]).first_order
     if strict and o["probe"] == "mlp" and o["activation"] == "relu":
         raise ValueError(f"solver={o['solver']!r} needs a smooth probe with a strict minimum; a ReLU MLP's "
                          f"optimum can sit on a kink where no gradient tolerance is reachable. Use solver='gd' "
@@ -307,12 +250,6 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
     return ids
 
 
-def _run_identity(options: dict, X: np.ndarray, Y: np.ndarray, dtype: str) -> dict:
-    """What makes two runs the same run: options and a fingerprint of the data."""
-    digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(Y).tobytes()).hexdigest()
-    return {**options, "dtype": dtype, "data_sha256": digest}
-
-
 def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = 0.01, prior_precision: float | None = None,
                 device: str | torch.device = "cpu", n_classes: int | None = None) -> dict[str, float]:
     """The LSI of a sample that carries no information: the floor the bulk of the samples sits on.
@@ -346,7 +283,7 @@ def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = 0.01, p
     Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
     engine = _Engine(make_probe("linear", X.shape[1], C), Xt, torch.as_tensor(Y, device=device), options)
     n, lam = len(X), options["weight_decay"]
-    delta = torch.cholesky_solve((lam * engine.theta_D / (n - 1))[:, None], engine.factor).T
+    delta = torch.cholesky_solve((lam * engine.theta_D / (n - 1))[:, None], engine.solver.factor).T
     ones = torch.ones(1, n, dtype=torch.float64, device=device)
     P1 = curvature.precision("diag", engine.probe, engine.theta_D + delta, Xt, ones, engine._prior(n - 1, 1))
     mean, cov = kl_terms(engine.P0, P1, delta)

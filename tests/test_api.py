@@ -248,12 +248,14 @@ def test_tier_lsi_equals_numpy_reference(structure, solver):
 def test_fixed_prior_precision_is_the_reference_with_that_prior():
     """prior_precision=1 changes only the prior of both posteriors: the reference with tau = 1 in both."""
     X, y = blobs(30, 4, 3, seed=3)
-    fixed = lsi.compute_lsi(X, y, prior_precision=1.0, hessian="full", indices=[2, 17], progress=False)
+    fixed = lsi.compute_lsi(X, y, prior_precision=1.0, hessian="full", indices=[2, 17], tol=1e-12, progress=False)
     expected = [reference.lsi_linear(X, y, i, n_classes=3, weight_decay=0.01, prior_precision=1.0)
                 for i in fixed["index"]]
     err = _max_rel(fixed["lsi"], expected)
     print(f"MEASURED fixed prior vs numpy reference: max rel err {err:.3g}")
-    assert err <= 3e-8  # measured 3.2e-9 (the LOO solves stop at gradient norm 1e-10)
+    # solved to gradient norm 1e-12, so the comparison checks the optimum and the KL, not how far below the
+    # default tolerance 1e-10 a solver happens to stop; measured 5.8e-10 (Anderson-mixed chord steps)
+    assert err <= 5e-9
     assert fixed.attrs["lsi"]["options"]["prior_precision"] == 1.0
 
 
