@@ -3,6 +3,7 @@ the detection table against hand-computed numbers, and clear failures."""
 import importlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.special import softmax
@@ -45,7 +46,7 @@ def test_lsi_column_is_compute_lsi_of_the_same_tier(flipped_problem):
     np.testing.assert_allclose(table["lsi:newton-step"],
                                lsi.compute_lsi(X, y, solver="newton-step", progress=False)["lsi"], rtol=1e-12)
     assert _auroc(table, mask, "lsi") > 0.9
-    assert set(table.attrs["lsi"]["wall_time_s"]) == {"lsi", "lsi:newton-step"}
+    assert set(table.attrs["lsi"]["method_wall_time_s"]) == {"lsi", "lsi:newton-step"}
 
 
 def test_loss_matches_scikit_learn(flipped_problem):
@@ -155,7 +156,7 @@ def test_bad_method_lists(methods, message):
 def test_detection_against_hand_computed_numbers():
     import pandas as pd
     table = pd.DataFrame({"a": [0.9, 0.8, 0.3, 0.6, 0.1], "b": [0.1, 0.2, 0.3, 0.4, 0.5]})
-    table.attrs["lsi"] = {"wall_time_s": {"a": 1.5}}
+    table.attrs["lsi"] = {"method_wall_time_s": {"a": 1.5}}
     flipped = np.array([True, False, True, False, False])
     summary = compare.detection(table, flipped)
     # a: positives 0.9 (beats 3 negatives) and 0.3 (beats 1) -> 4/6; ranks 1 and 4 -> AP (1/1 + 2/4) / 2
@@ -296,8 +297,8 @@ def test_load_features_reports_missing_data(monkeypatch):
 
 def test_each_method_is_charged_the_shared_fit():
     X, y = blobs(60, 3, 3)
-    walls = compare.scores(X, y, ["loss", "self_influence"]).attrs["lsi"]["wall_time_s"]
-    alone = compare.scores(X, y, ["self_influence"]).attrs["lsi"]["wall_time_s"]["self_influence"]
+    walls = compare.scores(X, y, ["loss", "self_influence"]).attrs["lsi"]["method_wall_time_s"]
+    alone = compare.scores(X, y, ["self_influence"]).attrs["lsi"]["method_wall_time_s"]["self_influence"]
     assert walls["self_influence"] >= walls["loss"] * 0.5 and alone > 0
 
 
@@ -306,3 +307,27 @@ def test_load_benchmark_reads_json_or_says_what_to_run(tmp_path):
     assert label_noise.load_benchmark(tmp_path / "b.json") == ({"speedup_per_model": 3.5}, None)
     result, reason = label_noise.load_benchmark(tmp_path / "missing.json")
     assert result is None and "run the benchmark script" in reason
+
+
+def test_scores_resume_from_a_checkpoint_and_carry_the_runners_identity(tmp_path):
+    from executors import Counting, Interrupted, StopAfter
+    from lsi import runner
+
+    X, y = blobs(12, 3, 3)
+    kw = dict(methods=["loss", "self_influence", "lsi:newton-step"], memory_budget=1)   # twelve chunks of one
+    whole = compare.scores(X, y, **kw)
+    with pytest.raises(Interrupted):
+        compare.scores(X, y, checkpoint=tmp_path, executor=StopAfter(5), **kw)
+    counting = Counting()
+    resumed = compare.scores(X, y, checkpoint=tmp_path, executor=counting, **kw)
+    assert counting.scored == list(range(5, 12))                              # only the missing chunks ran
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+    identity = resumed.attrs["lsi"]["identity"]
+    assert identity == whole.attrs["lsi"]["identity"] and identity["measure"] == "compare"
+    assert identity["data_sha256"] == runner.fingerprint(X, y, None, None)
+    assert set(resumed.attrs["lsi"]["method_wall_time_s"]) == set(kw["methods"])
+    # the per-sample methods chunk by chunk equal them on the whole set at once
+    together = compare.scores(X, y, methods=kw["methods"])
+    np.testing.assert_allclose(together.to_numpy(), whole.to_numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="other options"):                    # other data, same folder
+        compare.scores(X[::-1].copy(), y, checkpoint=tmp_path, **kw)

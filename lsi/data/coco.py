@@ -10,11 +10,15 @@ Offline: the ``coco_mini`` mirror (159 images: train 80, val 79). Online: the
 official 2017 annotations and images, extracted under ``$LSI_DOWNLOADS/coco``
 (``annotations/captions_<split>2017.json``, ``annotations/instances_<split>2017.json``,
 ``<split>2017/*.jpg``); their 19 GB are not downloaded automatically.
+
+:func:`coco_pairs` turns the ``coco_all`` splits into image-caption pairs with
+encoder features, the inputs of :mod:`lsi.contrastive`.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +83,51 @@ def load_coco(split: str, root: Path | None) -> Dataset:
     ds.name, ds.labels, ds.classes = "coco", ds.labels - 1, ["banana", "elephant"]
     ds.source += " (bananas/elephants filter)"
     return ds
+
+
+@dataclass
+class Pairs:
+    """Image-caption pairs of a COCO split set: per-pair features and how to show them."""
+
+    image_features: np.ndarray
+    text_features: np.ndarray
+    image_of_pair: np.ndarray     #: row of the image in ``images`` for each pair
+    image_ids: np.ndarray         #: COCO image id per pair
+    captions: list[str]
+    categories: list[list[str]]   #: per pair, its image's COCO categories
+    images: list                  #: encoded image per image row (decode with ``lsi.data.base.to_pil``)
+    encoders: tuple[str, str]
+    note: str = ""
+
+
+def coco_pairs(splits=("train", "val"), *, encoders=("clip_image", "clip_text"),
+               fallback=("efficientnet_lite0", "minilm"), root=None) -> Pairs:
+    """Every image-caption pair of the ``coco_all`` splits, encoded by ``encoders`` where their
+    weights load, else by ``fallback`` (with the reason in ``note``). Features are cached."""
+    from lsi.data import load_dataset
+    from lsi.features import extract_features
+
+    datasets = [load_dataset("coco_all", split, root=root) for split in splits]
+    note = ""
+    for image_name, text_name in (encoders, fallback):
+        try:
+            image_parts, text_parts = [], []
+            for ds in datasets:
+                image_parts.append(extract_features(ds, image_name, progress=False).features)
+                captions = [c for cs in ds.extra["captions"] for c in cs]
+                ids = np.array([f"{i}/{k}" for i, cs in zip(ds.ids, ds.extra["captions"]) for k in range(len(cs))])
+                text_ds = Dataset("coco_all_captions", ds.split, "text", ids, np.zeros(len(ids), dtype=np.int64),
+                                  ["caption"], ds.source, texts=captions)
+                text_parts.append(extract_features(text_ds, text_name, progress=False).features)
+            break
+        except Exception as error:  # noqa: BLE001 - weights not loadable offline: use the fallback
+            note = f"{image_name}/{text_name} unavailable ({type(error).__name__}: {str(error)[:160]})"
+    counts = [len(cs) for ds in datasets for cs in ds.extra["captions"]]
+    image_of_pair = np.repeat(np.arange(len(counts)), counts)
+    images = [img for ds in datasets for img in ds.images]
+    image_ids = np.concatenate([np.asarray(ds.ids) for ds in datasets])[image_of_pair]
+    captions = [c for ds in datasets for cs in ds.extra["captions"] for c in cs]
+    categories = [list(ds.extra["categories"][i]) for ds in datasets for i, cs in enumerate(ds.extra["captions"])
+                  for _ in cs]
+    return Pairs(np.concatenate(image_parts)[image_of_pair], np.concatenate(text_parts), image_of_pair,
+                 image_ids, captions, categories, images, (image_name, text_name), note)
