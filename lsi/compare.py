@@ -80,7 +80,7 @@ def _require(method: str):
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"method {method!r} needs the {module!r} package: "
-                          f"pip install 'lsi[{extra}]'") from None
+                          f"pip install 'laplace-sample-information[{extra}]'") from None
 
 
 def parse_methods(methods: str | Sequence[str]) -> list[str]:
