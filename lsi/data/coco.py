@@ -11,8 +11,9 @@ official 2017 annotations and images, extracted under ``$LSI_DOWNLOADS/coco``
 (``annotations/captions_<split>2017.json``, ``annotations/instances_<split>2017.json``,
 ``<split>2017/*.jpg``); their 19 GB are not downloaded automatically.
 
-:func:`coco_pairs` turns the ``coco_all`` splits into image-caption pairs with
-encoder features, the inputs of :mod:`lsi.contrastive`.
+:func:`caption_dataset` and :func:`assemble_pairs` turn the splits into image-caption
+:class:`Pairs`, the inputs of :mod:`lsi.contrastive`; :func:`lsi.features.pairs.coco_pairs`
+encodes them.
 """
 from __future__ import annotations
 
@@ -100,28 +101,19 @@ class Pairs:
     note: str = ""
 
 
-def coco_pairs(splits=("train", "val"), *, encoders=("clip_image", "clip_text"),
-               fallback=("efficientnet_lite0", "minilm"), root=None) -> Pairs:
-    """Every image-caption pair of the ``coco_all`` splits, encoded by ``encoders`` where their
-    weights load, else by ``fallback`` (with the reason in ``note``). Features are cached."""
-    from lsi.data import load_dataset
-    from lsi.features import extract_features
+def caption_dataset(ds: Dataset) -> Dataset:
+    """The captions of a ``coco``/``coco_all`` split as a text data set: one sample per caption, in image
+    order, id ``<image id>/<k>`` (label 0: captions have no class of their own)."""
+    captions = [c for cs in ds.extra["captions"] for c in cs]
+    ids = np.array([f"{i}/{k}" for i, cs in zip(ds.ids, ds.extra["captions"]) for k in range(len(cs))])
+    return Dataset(f"{ds.name}_captions", ds.split, "text", ids, np.zeros(len(ids), dtype=np.int64), ["caption"],
+                   ds.source, texts=captions)
 
-    datasets = [load_dataset("coco_all", split, root=root) for split in splits]
-    note = ""
-    for image_name, text_name in (encoders, fallback):
-        try:
-            image_parts, text_parts = [], []
-            for ds in datasets:
-                image_parts.append(extract_features(ds, image_name, progress=False).features)
-                captions = [c for cs in ds.extra["captions"] for c in cs]
-                ids = np.array([f"{i}/{k}" for i, cs in zip(ds.ids, ds.extra["captions"]) for k in range(len(cs))])
-                text_ds = Dataset("coco_all_captions", ds.split, "text", ids, np.zeros(len(ids), dtype=np.int64),
-                                  ["caption"], ds.source, texts=captions)
-                text_parts.append(extract_features(text_ds, text_name, progress=False).features)
-            break
-        except Exception as error:  # noqa: BLE001 - weights not loadable offline: use the fallback
-            note = f"{image_name}/{text_name} unavailable ({type(error).__name__}: {str(error)[:160]})"
+
+def assemble_pairs(datasets: list[Dataset], image_features: np.ndarray, text_features: np.ndarray,
+                   encoders: tuple[str, str], note: str = "") -> Pairs:
+    """The image-caption pairs of ``datasets`` (splits in order) from one feature row per image and one per
+    caption (:func:`caption_dataset` order); each pair gets its image's features."""
     counts = [len(cs) for ds in datasets for cs in ds.extra["captions"]]
     image_of_pair = np.repeat(np.arange(len(counts)), counts)
     images = [img for ds in datasets for img in ds.images]
@@ -129,5 +121,5 @@ def coco_pairs(splits=("train", "val"), *, encoders=("clip_image", "clip_text"),
     captions = [c for ds in datasets for cs in ds.extra["captions"] for c in cs]
     categories = [list(ds.extra["categories"][i]) for ds in datasets for i, cs in enumerate(ds.extra["captions"])
                   for _ in cs]
-    return Pairs(np.concatenate(image_parts)[image_of_pair], np.concatenate(text_parts), image_of_pair,
-                 image_ids, captions, categories, images, (image_name, text_name), note)
+    return Pairs(np.asarray(image_features)[image_of_pair], np.asarray(text_features), image_of_pair, image_ids,
+                 captions, categories, images, encoders, note)
