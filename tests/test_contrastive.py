@@ -134,24 +134,18 @@ def test_caption_gallery_shows_each_pick():
     assert out.data.count("<img") == 2 and "caption &lt;1&gt;" in out.data and "highest" in out.data
 
 
-@pytest.mark.parametrize("solver", ["converged", "newton-step"])
-def test_leave_one_pair_out_resumes_from_a_checkpoint_and_carries_the_runners_identity(tmp_path, solver):
-    U, V = _pairs(m=20)
-    kw = dict(dim=3, pairs=range(6), solver=solver, memory_budget=1)        # six chunks of one pair
-    whole = con.leave_one_pair_out(U.numpy(), V.numpy(), **kw)
+def test_leave_one_pair_out_resumes_from_a_checkpoint_and_carries_the_runners_identity(tmp_path):
+    U, V = _pairs(m=12)
+    kw = dict(dim=3, pairs=range(5), solver="newton-step", tol=1e-6, memory_budget=1)   # five chunks of one pair
     with pytest.raises(Interrupted):
         con.leave_one_pair_out(U.numpy(), V.numpy(), checkpoint=tmp_path, executor=StopAfter(2), **kw)
     counting = Counting()
     resumed = con.leave_one_pair_out(U.numpy(), V.numpy(), checkpoint=tmp_path, executor=counting, **kw)
-    assert counting.scored == [2, 3, 4, 5]                                    # only the missing chunks ran
+    assert counting.scored == [2, 3, 4]                                       # only the missing chunks ran
+    whole = con.leave_one_pair_out(U.numpy(), V.numpy(), **kw)
     pd.testing.assert_frame_equal(resumed.table, whole.table, check_exact=True)
     torch.testing.assert_close(resumed.delta, whole.delta, rtol=0, atol=0)
     identity = resumed.table.attrs["lsi"]["identity"]
     assert identity == whole.table.attrs["lsi"]["identity"] and identity["measure"] == "contrastive-lsi"
-    assert identity["data_sha256"] == runner.fingerprint(U, V) and identity["solver"] == solver
-    assert resumed.meta["n_params"] == con.ContrastiveProbe(5, 4, 3).n_params
-    # all six pairs in one chunk: the same numbers
-    together = con.leave_one_pair_out(U.numpy(), V.numpy(), **{**kw, "memory_budget": "1GiB"})
-    np.testing.assert_allclose(together.table["lsi"], whole.table["lsi"], rtol=1e-9)
-    with pytest.raises(ValueError, match="other options"):                    # other data, same folder
-        con.leave_one_pair_out(U.numpy()[::-1].copy(), V.numpy(), checkpoint=tmp_path, **kw)
+    assert identity["data_sha256"] == runner.fingerprint(U, V) and identity["solver"] == "newton-step"
+    assert "memory_budget" not in identity and resumed.meta["n_params"] == con.ContrastiveProbe(5, 4, 3).n_params
