@@ -157,8 +157,9 @@ def test_the_published_values_ship_in_the_package_and_lsi_published_names_anothe
     from pathlib import Path
 
     assert published.FOLDER == Path(lsi.__file__).parent / "published_values" or "LSI_PUBLISHED" in os.environ
-    published.add(result, name="elsewhere", folder=tmp_path)
+    folder = tmp_path / "mine"
+    published.add(result, name="elsewhere", folder=folder)
     code = "import lsi.published as p; print(p.FOLDER, p.names())"
-    env = {**os.environ, "LSI_PUBLISHED": str(tmp_path)}
+    env = {**os.environ, "LSI_PUBLISHED": str(folder)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split()[0] == str(tmp_path) and "['elsewhere']" in out
+    assert out.split()[0] == str(folder) and "['elsewhere']" in out
