@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -24,18 +25,23 @@ def test_the_wheel_installs_and_runs_lsi_compute_and_published_load_outside_the_
     .pth file, so torch is not installed again); from a folder outside the checkout, ``lsi compute
     --dataset digits`` writes a table and ``lsi.published.load`` reads a published value shipped in the
     wheel. The checkout is not importable there (no PYTHONPATH, another working directory)."""
-    _run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--wheel-dir", tmp_path / "dist", "-q"])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LSI_PUBLISHED", "LSI_PROJECT")}
+    source = tmp_path / "source"   # a copy: building in the checkout would leave an .egg-info there
+    shutil.copytree(ROOT / "lsi", source / "lsi", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--wheel-dir", tmp_path / "dist", "-q"],
+         env=env)
     wheel, = (tmp_path / "dist").glob("laplace_sample_information-*.whl")
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", venv])
+    _run([sys.executable, "-m", "venv", venv], env=env)
     python = venv / "bin" / "python"
-    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env).stdout.strip()
     Path(purelib, "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    _run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel])
+    _run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel], env=env)
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LSI_PUBLISHED", "LSI_PROJECT")}
     out = work / "digits.parquet"
     _run([venv / "bin" / "lsi", "compute", "--dataset", "digits", "--indices", "0:20", "--solver", "newton-step",
           "--quiet", "--out", out], cwd=work, env=env)
