@@ -137,7 +137,7 @@ def test_missing_package_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(compare.importlib, "import_module", fake)
     X, y = blobs(20, 3, 2)
-    with pytest.raises(ImportError, match=r"'psmi' package: pip install 'lsi\[baselines\]'"):
+    with pytest.raises(ImportError, match=r"'psmi' package: pip install 'laplace-sample-information\[baselines\]'"):
         compare.scores(X, y, ["loss", "psmi"])
 
 
