@@ -250,8 +250,9 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
     return ids
 
 
-def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = 0.01, prior_precision: float | None = None,
-                device: str | torch.device = "cpu", n_classes: int | None = None) -> dict[str, float]:
+def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = PAPER["weight_decay"],
+                    prior_precision: float | None = LSI["prior_precision"], device: str | torch.device = LSI["device"],
+                    n_classes: int | None = None) -> dict[str, float]:
     """The LSI of a sample that carries no information: the floor the bulk of the samples sits on.
 
     Leaving out a sample j whose gradient and curvature at ``theta_D`` are zero
@@ -278,7 +279,7 @@ def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = 0.01, p
     Y, C = check_labels(labels, len(X), n_classes=n_classes)
     options = _check_options(solver="converged", hessian="diag", probe="linear", hidden=1, activation="relu",
                              epochs=1, lr=1.0, momentum=0.0, weight_decay=weight_decay,
-                             prior_precision=prior_precision, seed=0, tol=1e-10)
+                             prior_precision=prior_precision, seed=PAPER["seed"], tol=LSI["tol"])
     device = batching.resolve_device(device)
     Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
     engine = _Engine(make_probe("linear", X.shape[1], C), Xt, torch.as_tensor(Y, device=device), options)

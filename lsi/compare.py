@@ -42,6 +42,7 @@ import io
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,10 +51,10 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from lsi import training
+from lsi import runner, training
+from lsi.defaults import COMPARE, LSI, PAPER, RUN
 from lsi.enums import Solver
 from lsi.probes import make_probe
-from lsi.provenance import run_record
 from lsi.validation import check_features, check_labels, check_mask
 
 METHODS = ("lsi", "loss", "self_influence", "cleanlab", "knn_shapley", "loo", "sui", "trak", "psmi")
@@ -79,7 +80,7 @@ def _require(method: str):
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"method {method!r} needs the {module!r} package: "
-                          f"pip install 'lsi[{extra}]'") from None
+                          f"pip install 'laplace-sample-information[{extra}]'") from None
 
 
 def parse_methods(methods: str | Sequence[str]) -> list[str]:
@@ -108,16 +109,21 @@ class _Fit:
         theta0 = self.probe.init(seed, dtype=torch.float64, device="cpu")
         self.theta, _ = training.fit_optimum(self.probe, theta0, self.X, self.Y,
                                              weight_decay=weight_decay, tol=1e-12)
+        self._factor = None
 
-    def loss(self) -> np.ndarray:
-        return self.probe.ce(self.theta[None], self.X, self.Y)[0].numpy()
+    def loss(self, rows: np.ndarray) -> np.ndarray:
+        """Cross-entropy of the samples ``rows`` under the full-data probe."""
+        return self.probe.ce(self.theta[None], self.X[rows], self.Y[rows])[0].numpy()
 
-    def self_influence(self) -> np.ndarray:
-        n = len(self.X)
-        H = self.probe.hessian(self.theta, self.X, self.Y, torch.ones(n, dtype=torch.float64)) / n
-        H.diagonal().add_(self.weight_decay)
-        G = self.probe.per_sample_grads(self.theta, self.X, self.Y)
-        solved = torch.cholesky_solve(G.T, torch.linalg.cholesky(H)).T
+    def self_influence(self, rows: np.ndarray) -> np.ndarray:
+        """``g_i^T H^-1 g_i`` of the samples ``rows`` (``H`` factorised once, at the first call)."""
+        if self._factor is None:
+            n = len(self.X)
+            H = self.probe.hessian(self.theta, self.X, self.Y, torch.ones(n, dtype=torch.float64)) / n
+            H.diagonal().add_(self.weight_decay)
+            self._factor = torch.linalg.cholesky(H)
+        G = self.probe.per_sample_grads(self.theta, self.X[rows], self.Y[rows])
+        solved = torch.cholesky_solve(G.T, self._factor).T
         return (G * solved).sum(1).numpy()
 
     def layer(self) -> torch.nn.Linear:
@@ -197,11 +203,93 @@ def _psmi(X, y, n_estimators: int, seed: int) -> np.ndarray:
     return -np.asarray(mean, dtype=np.float64)
 
 
+class _Context:
+    """What the methods of one :func:`scores` call share: the data, the options, the full-data probe and the
+    columns of the methods that score the whole set at once (computed at the first chunk that needs them)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, C: int, options: dict, test_features: Any, test_labels: Any,
+                 progress: bool):
+        self.X, self.y, self.C, self.o = X, y, C, options
+        self.test_features, self.test_labels, self.progress = test_features, test_labels, progress
+        self.columns: dict[str, np.ndarray] = {}
+        self.walls: dict[str, float] = {}
+        self.extra: dict[str, str] = {}
+        self._fit, self.fit_s = None, 0.0
+
+    @property
+    def fit(self) -> _Fit:
+        """The full-data linear probe, fitted once (its time is :attr:`fit_s`)."""
+        if self._fit is None:
+            started = time.perf_counter()
+            self._fit = _Fit(self.X, self.y, self.C, self.o["weight_decay"], self.o["seed"])
+            self.fit_s = time.perf_counter() - started
+        return self._fit
+
+    def whole(self, name: str, compute) -> np.ndarray:
+        """The column ``name`` of the whole set, from ``compute()`` at its first use."""
+        if name not in self.columns:
+            self.columns[name] = np.asarray(compute(), dtype=np.float64)
+        return self.columns[name]
+
+
+def _lsi(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    from lsi.api import compute_lsi
+    o = ctx.o
+    tier = name.partition(":")[2] or o["solver"]
+    return ctx.whole(name, lambda: compute_lsi(
+        ctx.X, ctx.y, solver=tier, hessian=o["hessian"], weight_decay=o["weight_decay"], seed=o["seed"], tol=o["tol"],
+        epochs=o["epochs"], lr=o["lr"], momentum=o["momentum"], progress=ctx.progress)["lsi"])[chunk]
+
+
+def _loss(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    return ctx.fit.loss(chunk)
+
+
+def _self_influence(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    return ctx.fit.self_influence(chunk)
+
+
+def _cleanlab_column(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    o = ctx.o
+    return ctx.whole(name, lambda: _cleanlab(ctx.X, ctx.y, ctx.C, o["weight_decay"], o["seed"], o["folds"]))[chunk]
+
+
+def _sui(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    from lsi.sui import compute_sui_features
+    return ctx.whole(name, lambda: compute_sui_features(ctx.X, ctx.y, probe="linear", l2=ctx.o["sui_l2"],
+                                                        seed=ctx.o["seed"], progress=ctx.progress)["sui_weight"])[chunk]
+
+
+def _trak_column(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    def compute():
+        column, ctx.extra["trak_projector"] = _trak(ctx.fit, ctx.test_features, ctx.test_labels,
+                                                    ctx.o["trak_proj_dim"], ctx.o["seed"])
+        return column
+    return ctx.whole(name, compute)[chunk]
+
+
+def _psmi_column(ctx: _Context, name: str, chunk: np.ndarray) -> np.ndarray:
+    return ctx.whole(name, lambda: _psmi(ctx.X, ctx.y, ctx.o["psmi_estimators"], ctx.o["seed"]))[chunk]
+
+
+REGISTRY = {"lsi": _lsi, "loss": _loss, "self_influence": _self_influence, "cleanlab": _cleanlab_column,
+            "sui": _sui, "trak": _trak_column, "psmi": _psmi_column}
+"""Method -> ``(context, name, chunk) -> column values at the chunk's positions``. ``loss`` and
+``self_influence`` work chunk by chunk from the shared full-data probe; the others score the whole set
+at their first chunk (their packages take the whole set) and hand out its slices."""
+
+USES_FIT = ("loss", "self_influence", "trak")
+"""Methods that need the shared full-data probe; each is charged its fit time, as if it ran alone."""
+
+
 def scores(features: Any, labels: Any, methods: str | Sequence[str] = ("lsi", "loss"), *,
-           solver: str = "converged", hessian: str = "diag", weight_decay: float = 0.01, seed: int = 0,
-           tol: float = 1e-10, epochs: int = 1000, lr: float = 0.04, momentum: float = 0.9,
-           folds: int = 5, sui_l2: float = 1.0, trak_proj_dim: int = 512, test_features: Any = None,
-           test_labels: Any = None, psmi_estimators: int = 500, progress: bool = False) -> pd.DataFrame:
+           solver: str = LSI["solver"], hessian: str = LSI["hessian"], weight_decay: float = PAPER["weight_decay"],
+           seed: int = PAPER["seed"], tol: float = LSI["tol"], epochs: int = PAPER["epochs"], lr: float = PAPER["lr"],
+           momentum: float = PAPER["momentum"], folds: int = COMPARE["folds"], sui_l2: float = COMPARE["sui_l2"],
+           trak_proj_dim: int = COMPARE["trak_proj_dim"], test_features: Any = None, test_labels: Any = None,
+           psmi_estimators: int = COMPARE["psmi_estimators"], memory_budget: str | int = RUN["memory_budget"],
+           checkpoint: str | Path | None = None, progress: bool = False,
+           executor: runner.Executor | None = None) -> pd.DataFrame:
     """One column per method, one row per sample, all from the same features, labels and probe.
 
     Every column is oriented "higher = more likely mislabelled / more
@@ -215,55 +303,48 @@ def scores(features: Any, labels: Any, methods: str | Sequence[str] = ("lsi", "l
     and the targets ``test_features``/``test_labels`` (default: the training
     set) for ``trak``; ``psmi_estimators`` (random directions) for ``psmi``.
 
-    Returns a DataFrame whose ``attrs["lsi"]`` holds per-method wall times
-    (``wall_time_s``; each includes the full-data fit the method needs, as if it
-    ran alone), the options, ``raw_sign`` and, for TRAK, the projector that ran.
+    The samples go through :func:`lsi.runner.run` (chunks that fit
+    ``memory_budget``; ``checkpoint`` resumes a killed run): each method of
+    :data:`REGISTRY` gives its column at a chunk's positions. ``attrs["lsi"]`` is
+    the runner's provenance plus ``methods``, ``raw_sign``,
+    ``method_wall_time_s`` (per method, this process's time; each includes the
+    full-data fit the method needs, as if it ran alone) and, for TRAK, the
+    projector that ran.
     """
     names = parse_methods(methods)
     for name in names:  # fail before any work if a package is missing
         if name.split(":")[0] in EXTRAS or name in ("knn_shapley", "loo"):
             _require(name)
+    started = runner.start("cpu")
     X = check_features(features)
     y, C = check_labels(labels, len(X))
-    options = dict(solver=solver, hessian=hessian, weight_decay=weight_decay, seed=seed, tol=tol, epochs=epochs,
-                   lr=lr, momentum=momentum, folds=folds, sui_l2=sui_l2, trak_proj_dim=trak_proj_dim,
+    options = dict(methods=names, solver=solver, hessian=hessian, weight_decay=weight_decay, seed=seed, tol=tol,
+                   epochs=epochs, lr=lr, momentum=momentum, folds=folds, sui_l2=sui_l2, trak_proj_dim=trak_proj_dim,
                    trak_targets="training set" if test_features is None else f"{len(test_features)} test samples",
                    psmi_estimators=psmi_estimators)
-    columns, walls, extra, fit, fit_time = {}, {}, {}, None, 0.0
-    for name in names:
-        base = name.split(":")[0]
-        started = time.perf_counter()
-        if base in ("loss", "self_influence", "trak") and fit is None:
-            fit = _Fit(X, y, C, weight_decay, seed)  # one full-data fit, shared
-            fit_time = time.perf_counter() - started
-            started = time.perf_counter()
-        if base == "lsi":
-            from lsi.api import compute_lsi
-            tier = name.partition(":")[2] or solver
-            table = compute_lsi(X, y, solver=tier, hessian=hessian, weight_decay=weight_decay, seed=seed, tol=tol,
-                                epochs=epochs, lr=lr, momentum=momentum, progress=progress)
-            columns[name] = table["lsi"].to_numpy()
-        elif base == "loss":
-            columns[name] = fit.loss()
-        elif base == "self_influence":
-            columns[name] = fit.self_influence()
-        elif base == "cleanlab":
-            columns[name] = _cleanlab(X, y, C, weight_decay, seed, folds)
-        elif base == "sui":
-            from lsi.sui import compute_sui_features
-            table = compute_sui_features(X, y, probe="linear", l2=sui_l2, seed=seed, progress=progress)
-            columns[name] = table["sui_weight"].to_numpy()
-        elif base == "trak":
-            columns[name], extra["trak_projector"] = _trak(fit, test_features, test_labels, trak_proj_dim, seed)
-        elif base == "psmi":
-            columns[name] = _psmi(X, y, psmi_estimators, seed)
-        # every method that needs the full-data fit is charged its time, as if run alone
-        walls[name] = round(time.perf_counter() - started + (fit_time if base in ("loss", "self_influence", "trak")
-                                                             else 0.0), 3)
-    table = pd.DataFrame(columns)
-    table.attrs["lsi"] = {**run_record("cpu"), "methods": names, "options": options, "wall_time_s": walls,
-                          "raw_sign": {n: RAW_SIGN[n.split(":")[0]] for n in names},
-                          "n_samples": len(X), "n_features": X.shape[1], "n_classes": C, **extra}
+    context = _Context(X, y, C, options, test_features, test_labels, progress)
+
+    def score(chunk: np.ndarray, bar=None) -> pd.DataFrame:
+        columns = {"index": chunk}
+        for name in names:
+            base, begun, fit_before = name.split(":")[0], time.perf_counter(), context.fit_s
+            columns[name] = REGISTRY[base](context, name, chunk)
+            spent = time.perf_counter() - begun - (context.fit_s - fit_before)  # the fit is charged below
+            context.walls[name] = context.walls.get(name, 0.0) + spent
+        return pd.DataFrame(columns)
+
+    identity = runner.run_identity("compare", options, data=runner.fingerprint(X, y, test_features, test_labels))
+    per_sample = 8 * (3 * (X.shape[1] + 1) * C + C)   # self-influence: a gradient, its solve and the product
+    table = runner.run(np.arange(len(X)), score, size=runner.chunk_size(per_sample, memory_budget),
+                       identity=identity, checkpoint=checkpoint, progress=progress, desc="compare",
+                       executor=executor).drop(columns="index")
+    walls = {name: round(wall + (context.fit_s if name.split(":")[0] in USES_FIT else 0.0), 3)
+             for name, wall in context.walls.items()}
+    table.attrs["lsi"] = runner.provenance(
+        started, identity=identity, options={**options, "memory_budget": memory_budget}, n_samples=len(X),
+        n_scored=len(table), methods=names, method_wall_time_s=walls,
+        raw_sign={n: RAW_SIGN[n.split(":")[0]] for n in names}, n_features=X.shape[1], n_classes=C,
+        **context.extra)
     return table
 
 
@@ -279,12 +360,12 @@ def detection(table: pd.DataFrame, flipped: Any, *, bootstrap: int = 0, confiden
     """How well each column of ``table`` finds the known-wrong labels ``flipped``.
 
     One row per method: ``auroc``, ``average_precision``, ``precision_at_k``
-    (k = number flipped), ``k`` and ``wall_time_s`` (from ``table.attrs``);
+    (k = number flipped), ``k`` and ``wall_time_s`` (``attrs["lsi"]["method_wall_time_s"]``);
     with ``bootstrap`` > 0 resamples, percentile intervals ``*_low``/``*_high``
     of AUROC and AP (samples resampled with replacement, seeded).
     """
     positive = check_mask(flipped, len(table))
-    walls = table.attrs.get("lsi", {}).get("wall_time_s", {})
+    walls = table.attrs.get("lsi", {}).get("method_wall_time_s", {})
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(table), len(table)) for _ in range(bootstrap)]
     draws = [d for d in draws if 0 < positive[d].sum() < len(d)]

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,8 +49,12 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
+from lsi import runner
 from lsi.curvature import Diag
+from lsi.defaults import CONTRASTIVE, RUN
+from lsi.enums import Solver
 from lsi.kl import kl_diag
+from lsi.validation import check_indices
 
 COCO_2017_TRAIN_IMAGES = 118_287
 """Images in the COCO 2017 training split (cocodataset.org)."""
@@ -103,11 +108,9 @@ def objective(probe: ContrastiveProbe, theta: Tensor, U: Tensor, V: Tensor, keep
     return terms.sum() / keep.sum() + 0.5 * weight_decay * theta.dot(theta)
 
 
-def objective_grad(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, weight_decay: float,
-                   *, chunk: int = 16) -> Tensor:
+def objective_grad(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, weight_decay: float) -> Tensor:
     """``grad L`` for every model ``(B, K)`` with its own ``keep`` row ``(B, m)``, through ``vmap(grad)``."""
-    g = vmap(grad(lambda t, k: objective(probe, t, U, V, k, weight_decay)))
-    return torch.cat([g(theta[s:s + chunk], keep[s:s + chunk]) for s in range(0, len(theta), chunk)])
+    return vmap(grad(lambda t, k: objective(probe, t, U, V, k, weight_decay)))(theta, keep)
 
 
 def _softmaxes(S: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,13 +166,16 @@ def ggn_diag_generic(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, *
     return 0.5 * (row_part + col_sq - (col_mean ** 2).sum(0))
 
 
-def hessian(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, weight_decay: float,
-            *, chunk: int = 16) -> Tensor:
-    """Exact Hessian of the objective at one ``theta``, ``(K, K)``, by chunks of Hessian-vector products."""
+_HVP_BATCH = 16
+"""Hessian-vector products formed at once when :func:`hessian` builds the full-data Hessian."""
+
+
+def hessian(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, weight_decay: float) -> Tensor:
+    """Exact Hessian of the objective at one ``theta``, ``(K, K)``, by batches of Hessian-vector products."""
     g = grad(lambda t: objective(probe, t, U, V, keep, weight_decay))
     hvp = vmap(lambda v: jvp(g, (theta,), (v,))[1])
     eye = torch.eye(len(theta), dtype=theta.dtype)
-    H = torch.cat([hvp(eye[s:s + chunk]) for s in range(0, len(theta), chunk)])
+    H = torch.cat([hvp(eye[s:s + _HVP_BATCH]) for s in range(0, len(theta), _HVP_BATCH)])
     return 0.5 * (H + H.T)
 
 
@@ -215,18 +221,28 @@ def _solver(H: Tensor, rel_floor: float = 1e-8):
 
 @dataclass
 class PairLSI:
-    """Result of :func:`leave_one_pair_out`: a table and what produced it."""
+    """Result of :func:`leave_one_pair_out`: a table (its provenance in ``attrs["lsi"]``) and what produced it."""
 
     table: pd.DataFrame
     theta_D: Tensor
     delta: Tensor
     """``(len(pairs), K)``: each leave-one-pair-out optimum minus ``theta_D``, in table order."""
-    meta: dict = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict:
+        """The fit in one flat record: the options, the gradient norms reached and the times."""
+        record = self.table.attrs["lsi"]
+        return {**record["options"], **{key: record[key] for key in (
+            "n_pairs", "n_params", "full_grad_norm", "max_loo_grad_norm", "fit_s", "wall_time_s")}}
 
 
-def leave_one_pair_out(image_features, text_features, *, dim: int = 32, temperature: float = 0.5,
-                       weight_decay: float = 0.01, seed: int = 0, pairs=None, tol: float = 1e-9,
-                       max_iter: int = 20, chunk: int = 16, solver: str = "converged") -> PairLSI:
+def leave_one_pair_out(image_features, text_features, *, dim: int = CONTRASTIVE["dim"],
+                       temperature: float = CONTRASTIVE["temperature"],
+                       weight_decay: float = CONTRASTIVE["weight_decay"], seed: int = CONTRASTIVE["seed"],
+                       pairs=None, tol: float = CONTRASTIVE["tol"], max_iter: int = CONTRASTIVE["max_iter"],
+                       solver: str = CONTRASTIVE["solver"], memory_budget: str | int = RUN["memory_budget"],
+                       checkpoint: str | Path | None = None, progress: bool = False,
+                       executor: runner.Executor | None = None) -> PairLSI:
     """LSI of each pair (row k of both feature arrays): KL between the diagonal Laplace posteriors
     of the heads trained with and without pair k (exact leave-one-pair-out objective).
 
@@ -236,49 +252,98 @@ def leave_one_pair_out(image_features, text_features, *, dim: int = 32, temperat
     screening tier: one gradient per pair, no Hessian-vector products), and
     ``grad_norm`` reports the leave-one-out gradient left at ``theta_D + delta``.
 
-    Columns: ``index, lsi, kl_mean, kl_cov, grad_norm, loss`` (loss: the pair's
-    own InfoNCE term at the full-data optimum).
+    The pairs are scored by :func:`lsi.runner.run` in chunks that fit
+    ``memory_budget``; with a ``checkpoint`` folder a killed run resumes, and
+    ``executor`` spreads the chunks (e.g. over Ray). Columns: ``index, lsi,
+    kl_mean, kl_cov, grad_norm, loss`` (loss: the pair's own InfoNCE term at the
+    full-data optimum); ``attrs["lsi"]`` is the runner's provenance.
     """
-    started = time.perf_counter()
+    started = runner.start("cpu")
+    options = dict(dim=int(dim), temperature=float(temperature), weight_decay=float(weight_decay), seed=int(seed),
+                   tol=float(tol), max_iter=int(max_iter),
+                   solver=_check_solver(solver))
     U = torch.as_tensor(np.asarray(image_features), dtype=torch.float64)
     V = torch.as_tensor(np.asarray(text_features), dtype=torch.float64)
-    m = len(U)
-    pairs = np.arange(m) if pairs is None else np.asarray(pairs)
-    probe = ContrastiveProbe(U.shape[1], V.shape[1], dim, temperature)
-    theta_D, full_norm = fit(probe, probe.init(seed), U, V, weight_decay=weight_decay, tol=tol / 10)
-    ones = torch.ones(m, dtype=torch.float64)
-    fitted = time.perf_counter()
-    solve = _solver(hessian(probe, theta_D, U, V, ones, weight_decay))
-    P0 = Diag(ggn_diag(probe, theta_D, U, V, ones)[None], torch.tensor([m * weight_decay], dtype=torch.float64))
-    rows, deltas = [], []
-    for s in range(0, len(pairs), chunk):
-        block = torch.as_tensor(pairs[s:s + chunk])
+    if len(U) != len(V):
+        raise ValueError(f"image_features has {len(U)} rows and text_features {len(V)}; pass one row of each "
+                         f"per pair.")
+    positions = check_indices(pairs, len(U))
+    engine = _PairEngine(U, V, options)
+    identity = runner.run_identity("contrastive-lsi", options, data=runner.fingerprint(U, V))
+    table = runner.run(positions, engine.score, size=runner.chunk_size(engine.bytes_per_pair(), memory_budget),
+                       identity=identity, checkpoint=checkpoint, progress=progress,
+                       desc=f"leave-one-pair-out ({options['solver']})", unit="pair", executor=executor)
+    delta = torch.as_tensor(np.stack(table.pop("delta").to_numpy()))
+    table.attrs["lsi"] = runner.provenance(
+        started, identity=identity, options={**options, "memory_budget": memory_budget}, n_samples=len(U),
+        n_scored=len(table), n_pairs=len(U), n_params=engine.probe.n_params, full_grad_norm=engine.full_grad_norm,
+        max_loo_grad_norm=float(table["grad_norm"].max()), fit_s=engine.fit_s)
+    return PairLSI(table, engine.theta_D, delta)
+
+
+def _converged(engine: _PairEngine, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Each leave-one-pair-out optimum to gradient norm ``tol`` (:func:`solve_loo`)."""
+    o = engine.o
+    return solve_loo(engine.probe, engine.theta_D, engine.U, engine.V, keep, engine.solve,
+                     weight_decay=o["weight_decay"], tol=o["tol"], max_iter=o["max_iter"])
+
+
+def _newton_step(engine: _PairEngine, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """One step ``-H^+ grad L_{D\\k}(theta_D)`` with the full-data Hessian; the gradient left after it."""
+    args = (engine.probe, engine.U, engine.V, keep, engine.o["weight_decay"])
+    theta_D = engine.theta_D.expand(len(keep), -1)
+    delta = -engine.solve(objective_grad(engine.probe, theta_D, *args[1:]))
+    return delta, objective_grad(engine.probe, theta_D + delta, *args[1:]).norm(dim=1)
+
+
+PAIR_SOLVERS = {Solver.CONVERGED.value: _converged, Solver.NEWTON_STEP.value: _newton_step}
+"""The leave-one-pair-out tiers: solver name -> ``(engine, keep) -> (delta, grad_norm)``."""
+
+
+def _check_solver(solver: str | Solver) -> str:
+    name = getattr(solver, "value", solver)
+    if name not in PAIR_SOLVERS:
+        raise ValueError(f"solver={solver!r} is not valid for the contrastive probe; choose one of "
+                         f"{', '.join(map(repr, PAIR_SOLVERS))}.")
+    return name
+
+
+class _PairEngine:
+    """The full-data fit, and the runner's score function: the leave-one-pair-out LSI of a chunk of pairs."""
+
+    def __init__(self, U: Tensor, V: Tensor, options: dict):
+        started = time.perf_counter()
+        self.U, self.V, self.o = U, V, options
+        m, weight_decay = len(U), options["weight_decay"]
+        self.probe = ContrastiveProbe(U.shape[1], V.shape[1], options["dim"], options["temperature"])
+        self.theta_D, self.full_grad_norm = fit(self.probe, self.probe.init(options["seed"]), U, V,
+                                                weight_decay=weight_decay, tol=options["tol"] / 10)
+        ones = torch.ones(m, dtype=torch.float64)
+        self.solve = _solver(hessian(self.probe, self.theta_D, U, V, ones, weight_decay))
+        self.P0 = Diag(ggn_diag(self.probe, self.theta_D, U, V, ones)[None],
+                       torch.tensor([m * weight_decay], dtype=torch.float64))
+        self.losses = pair_losses(self.probe, self.theta_D, U, V)
+        self.fit_s = round(time.perf_counter() - started, 3)
+
+    def bytes_per_pair(self) -> int:
+        """Memory of one leave-one-pair-out model: its ``m x m`` similarities, their softmaxes and the
+        tangents of a Hessian-vector product (about 12 of them), and a dozen parameter vectors (Newton-CG)."""
+        m, K = len(self.U), self.probe.n_params
+        return 8 * (12 * m * m + 12 * K)
+
+    def score(self, chunk: np.ndarray, bar=None) -> pd.DataFrame:
+        """One row per pair of ``chunk``; ``delta`` (an array per row) goes back into :class:`PairLSI`."""
+        m, weight_decay = len(self.U), self.o["weight_decay"]
+        block = torch.as_tensor(chunk)
         keep = torch.ones(len(block), m, dtype=torch.float64)
         keep[torch.arange(len(block)), block] = 0
-        if solver == "converged":
-            delta, norms = solve_loo(probe, theta_D, U, V, keep, solve, weight_decay=weight_decay, tol=tol,
-                                     max_iter=max_iter, chunk=chunk)
-        elif solver == "newton-step":
-            delta = -solve(objective_grad(probe, theta_D.expand(len(block), -1), U, V, keep, weight_decay,
-                                          chunk=chunk))
-            norms = objective_grad(probe, theta_D + delta, U, V, keep, weight_decay, chunk=chunk).norm(dim=1)
-        else:
-            raise ValueError(f"solver={solver!r} is not valid; choose 'converged' or 'newton-step'.")
-        theta = theta_D + delta
-        P1 = Diag(torch.stack([ggn_diag(probe, t, U, V, k) for t, k in zip(theta, keep)]),
+        delta, norms = PAIR_SOLVERS[self.o["solver"]](self, keep)
+        P1 = Diag(torch.stack([ggn_diag(self.probe, t, self.U, self.V, k) for t, k in zip(self.theta_D + delta, keep)]),
                   torch.full((len(block),), (m - 1) * weight_decay, dtype=torch.float64))
-        mean, cov = kl_diag(P0, P1, delta)
-        deltas.append(delta)
-        rows.append(pd.DataFrame({"index": block.numpy(), "lsi": (mean + cov).numpy(), "kl_mean": mean.numpy(),
-                                  "kl_cov": cov.numpy(), "grad_norm": norms.numpy()}))
-    table = pd.concat(rows, ignore_index=True)
-    table["loss"] = pair_losses(probe, theta_D, U, V)[table["index"].to_numpy()]
-    meta = {"solver": solver, "n_pairs": m, "n_params": probe.n_params, "dim": dim, "temperature": temperature,
-            "weight_decay": weight_decay, "full_grad_norm": full_norm,
-            "max_loo_grad_norm": float(table["grad_norm"].max()),
-            "fit_s": round(fitted - started, 2), "loo_s": round(time.perf_counter() - fitted, 2),
-            "wall_time_s": round(time.perf_counter() - started, 2)}
-    return PairLSI(table, theta_D, torch.cat(deltas), meta)
+        mean, cov = kl_diag(self.P0, P1, delta)
+        return pd.DataFrame({"index": chunk, "lsi": (mean + cov).numpy(), "kl_mean": mean.numpy(),
+                             "kl_cov": cov.numpy(), "grad_norm": norms.numpy(), "loss": self.losses[chunk],
+                             "delta": list(delta.numpy())})
 
 
 def hvp(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, vectors: Tensor, weight_decay: float) -> Tensor:
@@ -289,8 +354,8 @@ def hvp(probe, theta: Tensor, U: Tensor, V: Tensor, keep: Tensor, vectors: Tenso
 
 
 def solve_loo(probe, theta_D: Tensor, U: Tensor, V: Tensor, keep: Tensor, precondition, *,
-              weight_decay: float, tol: float = 1e-9, max_iter: int = 20, cg_iter: int = 30,
-              chunk: int = 16) -> tuple[Tensor, Tensor]:
+              weight_decay: float, tol: float = CONTRASTIVE["tol"], max_iter: int = CONTRASTIVE["max_iter"],
+              cg_iter: int = 30) -> tuple[Tensor, Tensor]:
     """Leave-one-pair-out optima ``theta_D + delta`` for the ``keep`` rows, by batched Newton-PCG.
 
     Each Newton step solves ``H_b s = -g_b`` (the model's own exact Hessian, through
@@ -304,13 +369,12 @@ def solve_loo(probe, theta_D: Tensor, U: Tensor, V: Tensor, keep: Tensor, precon
     norms = torch.full((B,), math.inf, dtype=theta_D.dtype)
     for _ in range(max_iter):
         theta = theta_D + delta
-        g = objective_grad(probe, theta, U, V, keep, weight_decay, chunk=chunk)
+        g = objective_grad(probe, theta, U, V, keep, weight_decay)
         norms = g.norm(dim=1)
         active = torch.nonzero(norms > tol).flatten()
         if len(active) == 0:
             break
-        apply = lambda v: torch.cat([hvp(probe, theta[active][s:s + chunk], U, V, keep[active][s:s + chunk],
-                                         v[s:s + chunk], weight_decay) for s in range(0, len(active), chunk)])
+        apply = lambda v: hvp(probe, theta[active], U, V, keep[active], v, weight_decay)
         step = _pcg(apply, -g[active], precondition, cg_iter, rel_tol=1e-3)
         delta[active] += _backtrack(probe, theta[active], step, g[active], U, V, keep[active], weight_decay)
     return delta, norms
@@ -367,23 +431,6 @@ def pair_losses(probe, theta: Tensor, U: Tensor, V: Tensor) -> np.ndarray:
         return (0.5 * (torch.logsumexp(S, 1) + torch.logsumexp(S, 0)) - diag).numpy()
 
 
-def shuffle_captions(image_of_pair, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A permutation of the pairs' captions that gives ``fraction`` of the pairs a caption of another image.
-
-    The chosen pairs pass their captions round in a cycle (in random order);
-    returns ``(order, shuffled)``: caption features ``V[order]`` and the boolean
-    mask of pairs whose caption now comes from a different image.
-    """
-    image_of_pair = np.asarray(image_of_pair)
-    m = len(image_of_pair)
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(m, int(round(fraction * m)), replace=False)
-    order = np.arange(m)
-    order[chosen] = np.roll(chosen, 1)
-    shuffled = image_of_pair[order] != image_of_pair
-    return order, shuffled
-
-
 def cost_estimate(seconds: float, n_pairs: int, target_pairs: int) -> dict:
     """Cost of the exact leave-one-pair-out at ``target_pairs``, scaled from a measured run.
 
@@ -396,57 +443,9 @@ def cost_estimate(seconds: float, n_pairs: int, target_pairs: int) -> dict:
             "similarity_matrix_gib": 8 * target_pairs ** 2 / 2 ** 30}
 
 
-__all__ = ["COCO_2017_TRAIN_CAPTIONS", "COCO_2017_TRAIN_IMAGES", "ContrastiveProbe", "PairLSI",
-           "Pairs", "caption_agreement", "coco_pairs", "cost_estimate", "fit", "ggn_diag", "ggn_diag_generic", "hessian", "leave_one_pair_out",
-           "hvp", "objective", "objective_grad", "pair_losses", "shuffle_captions", "solve_loo"]
-
-
-@dataclass
-class Pairs:
-    """Image-caption pairs of a COCO split set: per-pair features and how to show them."""
-
-    image_features: np.ndarray
-    text_features: np.ndarray
-    image_of_pair: np.ndarray     #: row of the image in ``images`` for each pair
-    image_ids: np.ndarray         #: COCO image id per pair
-    captions: list[str]
-    categories: list[list[str]]   #: per pair, its image's COCO categories
-    images: list                  #: encoded image per image row (decode with ``lsi.data.base.to_pil``)
-    encoders: tuple[str, str]
-    note: str = ""
-
-
-def coco_pairs(splits=("train", "val"), *, encoders=("clip_image", "clip_text"),
-               fallback=("efficientnet_lite0", "minilm"), root=None) -> Pairs:
-    """Every image-caption pair of the ``coco_all`` splits, encoded by ``encoders`` where their
-    weights load, else by ``fallback`` (with the reason in ``note``). Features are cached."""
-    from lsi.data import Dataset, load_dataset
-    from lsi.features import extract_features
-
-    datasets = [load_dataset("coco_all", split, root=root) for split in splits]
-    note = ""
-    for image_name, text_name in (encoders, fallback):
-        try:
-            image_parts, text_parts = [], []
-            for ds in datasets:
-                image_parts.append(extract_features(ds, image_name, progress=False).features)
-                captions = [c for cs in ds.extra["captions"] for c in cs]
-                ids = np.array([f"{i}/{k}" for i, cs in zip(ds.ids, ds.extra["captions"]) for k in range(len(cs))])
-                text_ds = Dataset("coco_all_captions", ds.split, "text", ids, np.zeros(len(ids), dtype=np.int64),
-                                  ["caption"], ds.source, texts=captions)
-                text_parts.append(extract_features(text_ds, text_name, progress=False).features)
-            break
-        except Exception as error:  # noqa: BLE001 - weights not loadable offline: use the fallback
-            note = f"{image_name}/{text_name} unavailable ({type(error).__name__}: {str(error)[:160]})"
-    counts = [len(cs) for ds in datasets for cs in ds.extra["captions"]]
-    image_of_pair = np.repeat(np.arange(len(counts)), counts)
-    images = [img for ds in datasets for img in ds.images]
-    image_ids = np.concatenate([np.asarray(ds.ids) for ds in datasets])[image_of_pair]
-    captions = [c for ds in datasets for cs in ds.extra["captions"] for c in cs]
-    categories = [list(ds.extra["categories"][i]) for ds in datasets for i, cs in enumerate(ds.extra["captions"])
-                  for _ in cs]
-    return Pairs(np.concatenate(image_parts)[image_of_pair], np.concatenate(text_parts), image_of_pair,
-                 image_ids, captions, categories, images, (image_name, text_name), note)
+__all__ = ["COCO_2017_TRAIN_CAPTIONS", "COCO_2017_TRAIN_IMAGES", "PAIR_SOLVERS", "ContrastiveProbe", "PairLSI",
+           "caption_agreement", "cost_estimate", "fit", "ggn_diag", "ggn_diag_generic", "hessian",
+           "leave_one_pair_out", "hvp", "objective", "objective_grad", "pair_losses", "solve_loo"]
 
 
 def caption_agreement(text_features: np.ndarray, image_of_pair: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@
   Gaussian blur (the SUI paper's comparison of data sources).
 * :func:`pgd_targeted` - adversarial images: targeted projected gradient descent
   in the L-infinity ball around each image (the SUI paper's adversarial examples).
+* :func:`shuffle_captions` - image-caption pairs given the caption of another image.
 
 Each returns the corrupted values and ``changed``, the sorted positions that
 differ from the input (or, for lorem ipsum, the positions of the added rows).
@@ -206,3 +207,20 @@ def pgd_targeted(model, pixels, targets, *, eps: float = 4 / 255, step: float = 
             adv = (x + delta).clamp(0.0, 1.0)
     model.train(was_training)
     return adv.detach()
+
+
+def shuffle_captions(image_of_pair, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A permutation of the pairs' captions that gives ``fraction`` of the pairs a caption of another image.
+
+    The chosen pairs pass their captions round in a cycle (in random order);
+    returns ``(order, shuffled)``: caption features ``V[order]`` and the boolean
+    mask of pairs whose caption now comes from a different image.
+    """
+    image_of_pair = np.asarray(image_of_pair)
+    m = len(image_of_pair)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(m, int(round(fraction * m)), replace=False)
+    order = np.arange(m)
+    order[chosen] = np.roll(chosen, 1)
+    shuffled = image_of_pair[order] != image_of_pair
+    return order, shuffled

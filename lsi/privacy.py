@@ -9,10 +9,10 @@ followed by PyTorch's ``SGD(lr, momentum, nesterov=True, weight_decay)``:
     grad  = (sum_j c_j g_j + sigma C xi_t) / m    (xi_t ~ N(0, I), m the training set's size)
     SGD:  d = grad + lambda theta; buf = mu buf + d; theta -= lr (d + mu buf)
 
-Many models run in lockstep, as the probe engine batches leave-one-out models:
-every (clipping norm, noise multiplier, seed) setting trains its full-data
-model and one model without each scored sample, all in one folded GEMM per
-step (:func:`train_dp`). **A leave-one-out model draws the same noise
+Many models run in lockstep (:func:`lsi.training.train_dp`, one folded GEMM per
+step): every (clipping norm, noise multiplier, seed) setting trains its full-data
+model, then the runner (:mod:`lsi.runner`) trains one model without each scored
+sample, chunk by chunk. **A leave-one-out model draws the same noise
 ``xi_t`` as its full-data model** (one generator per seed, shared by the whole
 grid): the two runs then differ only by the sample, so their KL measures the
 sample's own effect rather than the difference between two noise draws.
@@ -30,16 +30,19 @@ between the distributions of the trained parameters.
 from __future__ import annotations
 
 import math
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-from lsi import curvature
+from lsi import curvature, runner
+from lsi.defaults import DP, RUN
 from lsi.kl import kl_diag
 from lsi.probes import LinearProbe
+from lsi.training import train_dp
+from lsi.validation import check_features, check_labels
 
 UNPAIRED_OFFSET = 10_000
 """Seed offset of the leave-one-out noise streams when ``dp_lsi(paired=False)``."""
@@ -55,55 +58,6 @@ PER_INSTANCE_ORDERS = np.concatenate([DEFAULT_ORDERS, np.geomspace(64, 1e30, 900
 """Orders for the per-instance bound: opacus's, then up to 1e30 (steps of 0.7%). A sample with a small
 total sensitivity ``b`` has its best order near ``1 + sqrt(log(1/delta) / b)``, beyond opacus's last
 (63) for ``b`` below about 1e-3; for a tiny ``b`` the conversion reaches 0 long before 1e30."""
-
-
-def _opacus_noise(generators: list[torch.Generator], d: int, C: int, dtype) -> Tensor:
-    """``xi_t`` per seed in the probe's ``(d+1, C)`` layout, drawn in opacus's order (weight ``(C, d)``, then bias)."""
-    rows = []
-    for g in generators:
-        weight = torch.normal(0.0, 1.0, (C, d), generator=g, dtype=dtype)
-        bias = torch.normal(0.0, 1.0, (C,), generator=g, dtype=dtype)
-        rows.append(torch.cat([weight.T, bias[None]]))
-    return torch.stack(rows)                                            # (S, d+1, C)
-
-
-def train_dp(X: Tensor, Y: Tensor, theta0: Tensor, w: Tensor, clip: Tensor, noise: Tensor, stream: Tensor,
-             seeds: list[int], *, lr: float, momentum: float, weight_decay: float, epochs: int,
-             track: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """Full-batch DP-SGD for ``B`` linear-probe models in lockstep.
-
-    ``w`` (B, n) 0/1 sample weights; ``clip``, ``noise`` (B,) each model's C and
-    sigma; ``stream`` (B,) which of ``seeds`` draws its noise. ``track`` (B,) bool
-    marks models whose per-sample squared clipped gradient norms are summed over
-    the steps (returned as ``(B_tracked, n)``). Returns ``(theta, tracked)``.
-    """
-    n, d = X.shape
-    B, K = w.shape[0], theta0.shape[-1]
-    C = K // (d + 1)
-    Xa = torch.cat([X, X.new_ones(n, 1)], 1)
-    x_norm2 = (Xa * Xa).sum(1)                                          # (n,)
-    onehot = torch.nn.functional.one_hot(Y, C).to(X.dtype)[:, None, :]  # (n, 1, C)
-    m = w.sum(1)
-    theta = theta0.expand(B, -1).clone()
-    buf = None
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    tracked = None if track is None or not bool(track.any()) else X.new_zeros(int(track.sum()), n)
-    scale = (noise * clip / m)[:, None, None]
-    for _ in range(epochs):
-        W = theta.view(B, d + 1, C)
-        Z = (Xa @ W.permute(1, 0, 2).reshape(d + 1, B * C)).view(n, B, C)
-        R = torch.softmax(Z, -1).sub_(onehot)                           # (n, B, C)
-        norms = (x_norm2[:, None] * (R * R).sum(-1)).sqrt_()            # (n, B)
-        factor = (clip[None, :] / (norms + 1e-6)).clamp_(max=1.0) * w.T
-        if tracked is not None:
-            tracked += ((factor * norms) ** 2).T[track]
-        R.mul_(factor[..., None])
-        summed = (Xa.T @ R.reshape(n, B * C)).view(d + 1, B, C).permute(1, 0, 2)
-        xi = _opacus_noise(generators, d, C, X.dtype)[stream]            # (B, d+1, C)
-        g = (summed / m[:, None, None] + scale * xi).reshape(B, K) + weight_decay * theta
-        buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
-        theta -= lr * (g + momentum * buf)
-    return theta, tracked
 
 
 def epsilon(noise: float, steps: int, delta: float, *, sample_rate: float = 1.0) -> float:
@@ -145,81 +99,120 @@ def per_instance_kl(sum_sq_sensitivity: np.ndarray, noise: float, clip: float) -
     return np.asarray(sum_sq_sensitivity, float) / (2 * noise ** 2 * clip ** 2)
 
 
-def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = 0.04, momentum: float = 0.9,
-           weight_decay: float = 0.01, epochs: int = 700, init_seed: int = 0, delta: float | None = None,
-           max_models: int = 512, paired: bool = True) -> pd.DataFrame:
+def dp_lsi(features, labels, *, clips, noises, seeds, scored, lr: float = DP["lr"], momentum: float = DP["momentum"],
+           weight_decay: float = DP["weight_decay"], epochs: int = DP["epochs"], init_seed: int = DP["init_seed"],
+           delta: float | None = None, paired: bool = True, memory_budget: str | int = RUN["memory_budget"],
+           checkpoint: str | Path | None = None, progress: bool = False,
+           executor: runner.Executor | None = None) -> pd.DataFrame:
     """LSI of the ``scored`` samples under DP-SGD for every (clip, noise, seed), with privacy accounting.
 
     Every setting trains its full-data model and the leave-one-out models of the
     scored samples from the same initialisation (``init_seed``) with the same
-    noise stream (the seed); models are batched ``max_models`` at a time. LSI is
-    the diagonal-Laplace KL (prior ``m * weight_decay``) at the DP-trained
-    parameters. Columns: ``clip, noise, seed, index, label, lsi, kl_mean, kl_cov,
-    eps_instance, kl_bound, clipped_share``; ``attrs["dp"]`` holds epsilon per
-    setting (opacus RDP, sampling rate 1, ``epochs`` steps, ``delta`` default 1/n),
-    the number of models and the wall time. ``paired=False`` gives the leave-one-out
-    models another noise stream (seed + :data:`UNPAIRED_OFFSET`), to show what the pairing removes.
+    noise stream (the seed). The leave-one-out models go through
+    :func:`lsi.runner.run` (one position per setting and scored sample, in
+    chunks that fit ``memory_budget``; ``checkpoint`` resumes a killed run,
+    ``executor`` spreads the chunks). LSI is the diagonal-Laplace KL (prior
+    ``m * weight_decay``) at the DP-trained parameters. Columns: ``clip, noise,
+    seed, index, label, lsi, kl_mean, kl_cov, eps_instance, kl_bound,
+    sensitivity_rms``. ``attrs["lsi"]`` is the runner's provenance with the
+    accounting: ``epsilon`` per noise multiplier (``{str(noise): epsilon}``, opacus
+    RDP, sampling rate 1, ``epochs`` steps, ``delta`` default 1/n), ``delta``,
+    ``steps``, ``sample_rate`` and ``n_models``. ``paired=False`` gives the
+    leave-one-out models another noise stream (seed + :data:`UNPAIRED_OFFSET`), to
+    show what the pairing removes.
     """
-    started = time.perf_counter()
-    X = torch.as_tensor(np.asarray(features), dtype=torch.float64)
-    Y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    n, d = X.shape
-    probe = LinearProbe(d, int(Y.max()) + 1)
-    theta0 = probe.init(init_seed, dtype=torch.float64, device="cpu")
-    delta = 1.0 / n if delta is None else delta
+    started = runner.start("cpu")
+    X = check_features(features)
+    Y, C = check_labels(labels, len(X))
+    n = len(X)
     scored = np.asarray(scored, dtype=np.int64)
-    seeds = [int(s) for s in seeds]
-    specs = [(float(c), float(s), seed, excluded) for c in clips for s in noises for seed in seeds
-             for excluded in [-1, *scored.tolist()]]
-    thetas, tracked = [], {}
-    for start in range(0, len(specs), max_models):
-        chunk = specs[start:start + max_models]
-        w = torch.ones(len(chunk), n, dtype=torch.float64)
-        for b, spec in enumerate(chunk):
-            if spec[3] >= 0:
-                w[b, spec[3]] = 0
-        clip = torch.tensor([s[0] for s in chunk], dtype=torch.float64)
-        noise = torch.tensor([s[1] for s in chunk], dtype=torch.float64)
-        stream = torch.tensor([seeds.index(s[2]) + (0 if paired or s[3] < 0 else len(seeds)) for s in chunk])
-        streams = seeds + [s + UNPAIRED_OFFSET for s in seeds]
-        track = torch.tensor([s[3] < 0 for s in chunk])
-        theta, sums = train_dp(X, Y, theta0, w, clip, noise, stream, streams, lr=lr, momentum=momentum,
-                               weight_decay=weight_decay, epochs=epochs, track=track)
-        thetas.append(theta)
-        for row, b in enumerate(torch.nonzero(track).flatten().tolist()):
-            tracked[chunk[b][:3]] = sums[row].numpy()
-    theta_all = torch.cat(thetas)
-    rows = []
-    group = 1 + len(scored)
-    for g in range(0, len(specs), group):
-        clip, noise, seed, _ = specs[g]
-        theta_D, theta_loo = theta_all[g], theta_all[g + 1:g + group]
-        ones = torch.ones(1, n, dtype=torch.float64)
-        w = torch.ones(len(scored), n, dtype=torch.float64)
-        w[torch.arange(len(scored)), torch.as_tensor(scored)] = 0
-        P0 = curvature.diag(probe, theta_D[None], X, ones, torch.tensor([n * weight_decay], dtype=torch.float64))
-        P1 = curvature.diag(probe, theta_loo, X, w,
-                            torch.full((len(scored),), (n - 1) * weight_decay, dtype=torch.float64))
-        mean, cov = kl_diag(P0, P1, theta_loo - theta_D)
-        sens = tracked[(clip, noise, seed)][scored]
-        frame = pd.DataFrame({"clip": clip, "noise": noise, "seed": seed, "index": scored,
-                              "label": Y[scored].numpy(), "lsi": (mean + cov).numpy(),
-                              "kl_mean": mean.numpy(), "kl_cov": cov.numpy(),
-                              "eps_instance": per_instance_epsilon(sens, noise, clip, delta),
-                              "kl_bound": per_instance_kl(sens, noise, clip),
-                              "sensitivity_rms": np.sqrt(sens / epochs) / clip})
-        rows.append(frame)
-    table = pd.concat(rows, ignore_index=True)
-    table.attrs["dp"] = {
-        "epsilon": {(float(c), float(s)): epsilon(float(s), epochs, delta) for c in clips for s in noises},
-        "delta": delta, "steps": epochs, "sample_rate": 1.0, "n": n, "n_models": len(specs),
-        "wall_time_s": round(time.perf_counter() - started, 3),
-    }
+    if scored.size == 0 or scored.min() < 0 or scored.max() >= n:
+        raise ValueError(f"scored must name sample positions in 0..{n - 1}; got {scored.tolist()[:10]}.")
+    options = dict(clips=[float(c) for c in clips], noises=[float(s) for s in noises], seeds=[int(s) for s in seeds],
+                   scored=scored.tolist(), lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
+                   epochs=int(epochs), init_seed=int(init_seed), delta=1.0 / n if delta is None else float(delta),
+                   paired=bool(paired))
+    engine = _DPEngine(torch.as_tensor(X), torch.as_tensor(Y), C, options)
+    identity = runner.run_identity("dp-lsi", options, data=runner.fingerprint(X, Y))
+    positions = np.arange(len(engine.settings) * len(scored))
+    table = runner.run(positions, engine.score, size=runner.chunk_size(engine.bytes_per_model(), memory_budget),
+                       identity=identity, checkpoint=checkpoint, progress=progress, desc="DP-SGD leave-one-out",
+                       unit="model", executor=executor)
+    table["index"] = scored[table["index"].to_numpy() % len(scored)]
+    table.attrs["lsi"] = runner.provenance(
+        started, identity=identity, options={**options, "memory_budget": memory_budget}, n_samples=n,
+        n_scored=len(scored), n_models=len(engine.settings) * (1 + len(scored)),
+        epsilon={str(s): epsilon(s, options["epochs"], options["delta"]) for s in options["noises"]},
+        delta=options["delta"], steps=options["epochs"], sample_rate=1.0)
     return table
 
 
-__all__ = ["ACCOUNTANT_ORDERS", "DEFAULT_ORDERS", "PER_INSTANCE_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost", "epsilon", "per_instance_epsilon", "per_instance_kl",
-           "train_dp"]
+class _DPEngine:
+    """The full-data models of every setting, and the runner's score function for the leave-one-out ones.
+
+    Position ``p`` is the leave-one-out model of setting ``p // len(scored)`` without
+    sample ``scored[p % len(scored)]``.
+    """
+
+    def __init__(self, X: Tensor, Y: Tensor, n_classes: int, options: dict):
+        self.X, self.Y, self.o = X.to(torch.float64), Y.to(torch.long), options
+        n, d = X.shape
+        self.probe = LinearProbe(d, n_classes)
+        self.theta0 = self.probe.init(options["init_seed"], dtype=torch.float64, device="cpu")
+        self.settings = [(c, s, seed) for c in options["clips"] for s in options["noises"] for seed in options["seeds"]]
+        self.streams = options["seeds"] + [s + UNPAIRED_OFFSET for s in options["seeds"]]
+        self.scored = np.asarray(options["scored"])
+        ones = torch.ones(len(self.settings), n, dtype=torch.float64)
+        self.theta_D, sums = self._train(ones, np.arange(len(self.settings)), full_data=True)
+        self.sensitivity = sums.numpy()                                    # (settings, n): sum_t ||c_t g_t||^2
+        self.P0 = curvature.diag(self.probe, self.theta_D, self.X, ones, self._prior(n, len(self.settings)))
+
+    def _prior(self, m: int, count: int) -> Tensor:
+        return torch.full((count,), m * self.o["weight_decay"], dtype=torch.float64)
+
+    def _train(self, w: Tensor, setting: np.ndarray, *, full_data: bool) -> tuple[Tensor, Tensor | None]:
+        """DP-SGD of the models ``w`` of the given settings; full-data models also sum their sensitivities."""
+        o, seeds = self.o, self.o["seeds"]
+        clip = torch.tensor([self.settings[g][0] for g in setting], dtype=torch.float64)
+        noise = torch.tensor([self.settings[g][1] for g in setting], dtype=torch.float64)
+        unpaired = 0 if o["paired"] or full_data else len(seeds)
+        stream = torch.tensor([seeds.index(self.settings[g][2]) + unpaired for g in setting])
+        track = torch.full((len(setting),), full_data)
+        return train_dp(self.X, self.Y, self.theta0, w, clip, noise, stream, self.streams, lr=o["lr"],
+                        momentum=o["momentum"], weight_decay=o["weight_decay"], epochs=o["epochs"], track=track)
+
+    def bytes_per_model(self) -> int:
+        """Memory of one model in a DP-SGD step: its logits, residuals and gradient norms over the ``n``
+        samples, and a handful of parameter-sized tensors (noise, gradient, momentum, curvature)."""
+        n, K, C = len(self.X), self.probe.n_params, self.probe.n_classes
+        return 8 * (3 * n * C + 3 * n + 8 * K)
+
+    def score(self, chunk: np.ndarray, bar=None) -> pd.DataFrame:
+        """One row per leave-one-out model of ``chunk`` (positions as in the class docstring)."""
+        n, o = len(self.X), self.o
+        setting, sample = chunk // len(self.scored), self.scored[chunk % len(self.scored)]
+        w = torch.ones(len(chunk), n, dtype=torch.float64)
+        w[torch.arange(len(chunk)), torch.as_tensor(sample)] = 0
+        theta, _ = self._train(w, setting, full_data=False)
+        P1 = curvature.diag(self.probe, theta, self.X, w, self._prior(n - 1, len(chunk)))
+        frames = []
+        for g in np.unique(setting):
+            rows = np.flatnonzero(setting == g)
+            clip, noise, seed = self.settings[g]
+            P0 = curvature.Diag(self.P0.ggn[g:g + 1], self.P0.prior[g:g + 1])
+            mean, cov = kl_diag(P0, curvature.Diag(P1.ggn[rows], P1.prior[rows]), theta[rows] - self.theta_D[g])
+            sens = self.sensitivity[g, sample[rows]]
+            frames.append(pd.DataFrame({
+                "clip": clip, "noise": noise, "seed": seed, "index": chunk[rows], "label": self.Y[sample[rows]].numpy(),
+                "lsi": (mean + cov).numpy(), "kl_mean": mean.numpy(), "kl_cov": cov.numpy(),
+                "eps_instance": per_instance_epsilon(sens, noise, clip, o["delta"]),
+                "kl_bound": per_instance_kl(sens, noise, clip),
+                "sensitivity_rms": np.sqrt(sens / o["epochs"]) / clip}))
+        return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["ACCOUNTANT_ORDERS", "DEFAULT_ORDERS", "PER_INSTANCE_ORDERS", "UNPAIRED_OFFSET", "dp_lsi", "scaled_cost",
+           "epsilon", "per_instance_epsilon", "per_instance_kl"]
 
 
 def scaled_cost(seconds: float, *, n: int, n_scored: int, n_settings: int, n_seeds: int, n_params: int,

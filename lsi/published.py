@@ -1,6 +1,9 @@
-"""Published LSI values: one Parquet file per data set and setting in ``published/``.
+"""Published LSI values: one Parquet file per data set and setting, shipped in the package.
 
-Each file ``published/<name>.parquet`` holds one row per scored sample (the
+The files live in ``lsi/published_values/`` (package data: an installed wheel
+carries them, read through :mod:`importlib.resources`); ``$LSI_PUBLISHED``
+names another folder, and every function takes ``folder=``. Each file
+``<name>.parquet`` holds one row per scored sample (the
 columns of :func:`lsi.compute_lsi`: ``index, id, label, lsi, kl_mean, kl_cov,
 grad_norm``, plus any a chapter added, such as ``original_label`` and
 ``corrupted``) and, as JSON in the Parquet schema metadata under
@@ -31,7 +34,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +47,13 @@ import pyarrow.parquet as pq
 
 from lsi.results import METADATA_KEY, PUBLISHED_KEY, atomic_write_bytes
 
-REPO = Path(__file__).resolve().parent.parent
-FOLDER = REPO / "published"
+FOLDER = Path(os.environ.get("LSI_PUBLISHED") or str(files("lsi") / "published_values"))
+"""The published values: ``$LSI_PUBLISHED`` if set, else the package's ``published_values`` folder."""
 KEY = b"lsi.provenance"
-BOOK_DATA = REPO / "book" / "data"
+PROJECT = Path(os.environ.get("LSI_PROJECT") or ".")
+"""The project folder that :func:`from_chapter` reads chapters' tables from and provenance paths are
+relative to: ``$LSI_PROJECT``, else the working directory."""
+BOOK_DATA = PROJECT / "book" / "data"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 FORMAT = 2
 """Provenance format: 2 = ``sha256`` covers rows and provenance (1, unmarked: the rows only)."""
@@ -217,7 +225,7 @@ def _relative_to_a_root(path: str) -> str:
     from .features.cache import cache_root
 
     resolved = Path(path)
-    for root in (REPO, data_root(), download_root(), cache_root()):
+    for root in (PROJECT.resolve(), data_root(), download_root(), cache_root()):
         if root is not None:
             for base in {Path(root), Path(root).resolve()}:
                 if resolved.is_relative_to(base) and resolved != base:
@@ -351,6 +359,6 @@ def _path(name: str, folder: str | Path | None) -> Path:
 
 
 def _relative(path: str | Path) -> str:
-    """``path`` relative to the repository when it lies inside it (provenance without machine paths)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+    """``path`` relative to :data:`PROJECT` when it lies inside it (provenance without machine paths)."""
+    path, project = Path(path).resolve(), PROJECT.resolve()
+    return str(path.relative_to(project)) if path.is_relative_to(project) else str(path)

@@ -394,3 +394,62 @@ def factor_hessian(probe: Probe, theta_D: Tensor, X: Tensor, Y: Tensor, *, weigh
             "Use solver='gd' or a larger weight_decay."
         )
     return factor
+
+
+def _opacus_noise(generators: list[torch.Generator], d: int, C: int, dtype) -> Tensor:
+    """``xi_t`` per seed in the probe's ``(d+1, C)`` layout, drawn in opacus's order (weight ``(C, d)``, then bias)."""
+    rows = []
+    for g in generators:
+        weight = torch.normal(0.0, 1.0, (C, d), generator=g, dtype=dtype)
+        bias = torch.normal(0.0, 1.0, (C,), generator=g, dtype=dtype)
+        rows.append(torch.cat([weight.T, bias[None]]))
+    return torch.stack(rows)                                            # (S, d+1, C)
+
+
+def train_dp(X: Tensor, Y: Tensor, theta0: Tensor, w: Tensor, clip: Tensor, noise: Tensor, stream: Tensor,
+             seeds: list[int], *, lr: float, momentum: float, weight_decay: float, epochs: int,
+             track: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Full-batch DP-SGD for ``B`` linear-probe models in lockstep (:mod:`lsi.privacy`).
+
+    Exactly opacus's ``make_private(..., poisson_sampling=False, loss_reduction="mean")``
+    step followed by PyTorch's ``SGD(lr, momentum, nesterov=True, weight_decay)``:
+
+        g_j   = grad CE_j(theta)                      (per sample; x~_j (p_j - e_yj)^T in closed form)
+        c_j   = min(1, C / (||g_j|| + 1e-6))          (opacus's clip factor, norm over all parameters)
+        grad  = (sum_j c_j g_j + sigma C xi_t) / m    (xi_t ~ N(0, I), m the training set's size)
+        SGD:  d = grad + lambda theta; buf = mu buf + d; theta -= lr (d + mu buf)
+
+    Each step draws ``xi_t`` from one generator per seed, whichever models use it,
+    so a model's noise does not depend on the other models of the batch.
+    ``w`` (B, n) 0/1 sample weights; ``clip``, ``noise`` (B,) each model's C and
+    sigma; ``stream`` (B,) which of ``seeds`` draws its noise. ``track`` (B,) bool
+    marks models whose per-sample squared clipped gradient norms are summed over
+    the steps (returned as ``(B_tracked, n)``). Returns ``(theta, tracked)``.
+    """
+    n, d = X.shape
+    B, K = w.shape[0], theta0.shape[-1]
+    C = K // (d + 1)
+    Xa = torch.cat([X, X.new_ones(n, 1)], 1)
+    x_norm2 = (Xa * Xa).sum(1)                                          # (n,)
+    onehot = torch.nn.functional.one_hot(Y, C).to(X.dtype)[:, None, :]  # (n, 1, C)
+    m = w.sum(1)
+    theta = theta0.expand(B, -1).clone()
+    buf = None
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    tracked = None if track is None or not bool(track.any()) else X.new_zeros(int(track.sum()), n)
+    scale = (noise * clip / m)[:, None, None]
+    for _ in range(epochs):
+        W = theta.view(B, d + 1, C)
+        Z = (Xa @ W.permute(1, 0, 2).reshape(d + 1, B * C)).view(n, B, C)
+        R = torch.softmax(Z, -1).sub_(onehot)                           # (n, B, C)
+        norms = (x_norm2[:, None] * (R * R).sum(-1)).sqrt_()            # (n, B)
+        factor = (clip[None, :] / (norms + 1e-6)).clamp_(max=1.0) * w.T
+        if tracked is not None:
+            tracked += ((factor * norms) ** 2).T[track]
+        R.mul_(factor[..., None])
+        summed = (Xa.T @ R.reshape(n, B * C)).view(d + 1, B, C).permute(1, 0, 2)
+        xi = _opacus_noise(generators, d, C, X.dtype)[stream]            # (B, d+1, C)
+        g = (summed / m[:, None, None] + scale * xi).reshape(B, K) + weight_decay * theta
+        buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
+        theta -= lr * (g + momentum * buf)
+    return theta, tracked

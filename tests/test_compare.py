@@ -3,6 +3,7 @@ the detection table against hand-computed numbers, and clear failures."""
 import importlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.special import softmax
@@ -45,7 +46,7 @@ def test_lsi_column_is_compute_lsi_of_the_same_tier(flipped_problem):
     np.testing.assert_allclose(table["lsi:newton-step"],
                                lsi.compute_lsi(X, y, solver="newton-step", progress=False)["lsi"], rtol=1e-12)
     assert _auroc(table, mask, "lsi") > 0.9
-    assert set(table.attrs["lsi"]["wall_time_s"]) == {"lsi", "lsi:newton-step"}
+    assert set(table.attrs["lsi"]["method_wall_time_s"]) == {"lsi", "lsi:newton-step"}
 
 
 def test_loss_matches_scikit_learn(flipped_problem):
@@ -136,7 +137,7 @@ def test_missing_package_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(compare.importlib, "import_module", fake)
     X, y = blobs(20, 3, 2)
-    with pytest.raises(ImportError, match=r"'psmi' package: pip install 'lsi\[baselines\]'"):
+    with pytest.raises(ImportError, match=r"'psmi' package: pip install 'laplace-sample-information\[baselines\]'"):
         compare.scores(X, y, ["loss", "psmi"])
 
 
@@ -155,7 +156,7 @@ def test_bad_method_lists(methods, message):
 def test_detection_against_hand_computed_numbers():
     import pandas as pd
     table = pd.DataFrame({"a": [0.9, 0.8, 0.3, 0.6, 0.1], "b": [0.1, 0.2, 0.3, 0.4, 0.5]})
-    table.attrs["lsi"] = {"wall_time_s": {"a": 1.5}}
+    table.attrs["lsi"] = {"method_wall_time_s": {"a": 1.5}}
     flipped = np.array([True, False, True, False, False])
     summary = compare.detection(table, flipped)
     # a: positives 0.9 (beats 3 negatives) and 0.3 (beats 1) -> 4/6; ranks 1 and 4 -> AP (1/1 + 2/4) / 2
@@ -198,8 +199,6 @@ def test_softmax_reference_is_consistent():
 
 # --- the chapters' helpers -------------------------------------------------------------------------------
 from types import SimpleNamespace  # noqa: E402
-
-import pandas as pd  # noqa: E402
 
 
 def _feature_set(n=90, d=6, classes=3, seed=0):
@@ -296,8 +295,8 @@ def test_load_features_reports_missing_data(monkeypatch):
 
 def test_each_method_is_charged_the_shared_fit():
     X, y = blobs(60, 3, 3)
-    walls = compare.scores(X, y, ["loss", "self_influence"]).attrs["lsi"]["wall_time_s"]
-    alone = compare.scores(X, y, ["self_influence"]).attrs["lsi"]["wall_time_s"]["self_influence"]
+    walls = compare.scores(X, y, ["loss", "self_influence"]).attrs["lsi"]["method_wall_time_s"]
+    alone = compare.scores(X, y, ["self_influence"]).attrs["lsi"]["method_wall_time_s"]["self_influence"]
     assert walls["self_influence"] >= walls["loss"] * 0.5 and alone > 0
 
 
@@ -347,3 +346,27 @@ def test_trak_equals_an_exact_trak_by_hand(n_classes):
     assert scale > 0 and err <= 1e-4  # measured 6.2e-6 (binary), 3.4e-5 (three classes): float32 traker
     assert table.attrs["lsi"]["trak_projector"].startswith(f"BasicProjector (rademacher, {5 * (n_classes - 1)} dims")
     assert make_probe("linear", 4, n_classes).n_params == 5 * n_classes
+
+
+def test_scores_resume_from_a_checkpoint_and_carry_the_runners_identity(tmp_path):
+    from executors import Counting, Interrupted, StopAfter
+    from lsi import runner
+
+    X, y = blobs(12, 3, 3)
+    kw = dict(methods=["loss", "self_influence", "lsi:newton-step"], memory_budget=1)   # twelve chunks of one
+    whole = compare.scores(X, y, **kw)
+    with pytest.raises(Interrupted):
+        compare.scores(X, y, checkpoint=tmp_path, executor=StopAfter(5), **kw)
+    counting = Counting()
+    resumed = compare.scores(X, y, checkpoint=tmp_path, executor=counting, **kw)
+    assert counting.scored == list(range(5, 12))                              # only the missing chunks ran
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+    identity = resumed.attrs["lsi"]["identity"]
+    assert identity == whole.attrs["lsi"]["identity"] and identity["measure"] == "compare"
+    assert identity["data_sha256"] == runner.fingerprint(X, y, None, None)
+    assert set(resumed.attrs["lsi"]["method_wall_time_s"]) == set(kw["methods"])
+    # the per-sample methods chunk by chunk equal them on the whole set at once
+    together = compare.scores(X, y, methods=kw["methods"])
+    np.testing.assert_allclose(together.to_numpy(), whole.to_numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="other options"):                    # other data, same folder
+        compare.scores(X[::-1].copy(), y, checkpoint=tmp_path, **kw)

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from executors import Counting, Interrupted, StopAfter
 from lsi import contrastive as con
+from lsi import runner
 
 
 def _pairs(m=24, du=5, dv=4, seed=0):
@@ -91,8 +93,9 @@ def test_leave_one_pair_out_equals_retraining_on_the_reduced_set():
 
 
 def test_shuffle_captions_moves_the_requested_share_to_other_images():
+    from lsi.corruptions import shuffle_captions
     image = np.repeat(np.arange(40), 5)
-    order, shuffled = con.shuffle_captions(image, 0.1, seed=0)
+    order, shuffled = shuffle_captions(image, 0.1, seed=0)
     assert sorted(order) == list(range(200))
     assert 15 <= shuffled.sum() <= 20 and (image[order][shuffled] != image[shuffled]).all()
     assert (order[~shuffled] == np.arange(200)[~shuffled]).sum() >= 180
@@ -129,3 +132,20 @@ def test_caption_gallery_shows_each_pick():
     picks = pd.DataFrame({"index": [0, 1], "lsi": [0.1, 2.0], "end": ["lowest", "highest"]})
     out = plots.caption_gallery(picks, lambda i: Image.new("RGB", (30, 20), "red"), lambda i: f"caption <{i}>")
     assert out.data.count("<img") == 2 and "caption &lt;1&gt;" in out.data and "highest" in out.data
+
+
+def test_leave_one_pair_out_resumes_from_a_checkpoint_and_carries_the_runners_identity(tmp_path):
+    U, V = _pairs(m=12)
+    kw = dict(dim=3, pairs=range(5), solver="newton-step", tol=1e-6, memory_budget=1)   # five chunks of one pair
+    with pytest.raises(Interrupted):
+        con.leave_one_pair_out(U.numpy(), V.numpy(), checkpoint=tmp_path, executor=StopAfter(2), **kw)
+    counting = Counting()
+    resumed = con.leave_one_pair_out(U.numpy(), V.numpy(), checkpoint=tmp_path, executor=counting, **kw)
+    assert counting.scored == [2, 3, 4]                                       # only the missing chunks ran
+    whole = con.leave_one_pair_out(U.numpy(), V.numpy(), **kw)
+    pd.testing.assert_frame_equal(resumed.table, whole.table, check_exact=True)
+    torch.testing.assert_close(resumed.delta, whole.delta, rtol=0, atol=0)
+    identity = resumed.table.attrs["lsi"]["identity"]
+    assert identity == whole.table.attrs["lsi"]["identity"] and identity["measure"] == "contrastive-lsi"
+    assert identity["data_sha256"] == runner.fingerprint(U, V) and identity["solver"] == "newton-step"
+    assert "memory_budget" not in identity and resumed.meta["n_params"] == con.ContrastiveProbe(5, 4, 3).n_params

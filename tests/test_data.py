@@ -113,6 +113,24 @@ def test_coco_banana_elephant_filter(mirror):
     assert coco.image(0).size == (48, 48)
 
 
+def test_coco_captions_become_pairs_with_their_images_features(mirror):
+    from lsi.data.coco import assemble_pairs, caption_dataset
+
+    splits = [load_dataset("coco_all", split, root=mirror) for split in ("train", "val")]
+    texts = [caption_dataset(ds) for ds in splits]
+    counts = [len(cs) for ds in splits for cs in ds.extra["captions"]]
+    assert [len(t) for t in texts] == [sum(len(cs) for cs in ds.extra["captions"]) for ds in splits]
+    assert texts[1].name == "coco_all_captions" and texts[1].kind == "text"
+    assert texts[1].ids[0] == f"{splits[1].ids[0]}/0" and texts[1].text(0) == splits[1].extra["captions"][0][0]
+    images = np.arange(len(counts))[:, None] * np.ones((1, 2))          # image row r has features (r, r)
+    captions = np.arange(sum(counts))[:, None] * np.ones((1, 3))
+    pairs = assemble_pairs(splits, images, captions, ("i", "t"))
+    assert len(pairs.captions) == sum(counts) and pairs.encoders == ("i", "t")
+    assert (pairs.image_features[:, 0] == pairs.image_of_pair).all() and (pairs.text_features == captions).all()
+    image_ids = np.concatenate([ds.ids for ds in splits])
+    assert (pairs.image_ids == image_ids[pairs.image_of_pair]).all() and len(pairs.images) == len(counts)
+
+
 def test_digits_embedded():
     ds = load_dataset("digits", limit=100)
     assert len(ds) == 100 and ds.image(0).size == (8, 8) and np.bincount(ds.labels).min() >= 9

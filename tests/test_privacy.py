@@ -4,10 +4,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from lsi import privacy, training
+from executors import Counting, Interrupted, StopAfter
+from lsi import privacy, runner, training
+from lsi.training import train_dp
 from lsi.probes import LinearProbe
 
 
@@ -42,7 +45,7 @@ def _opacus_train(X, Y, probe, clip, noise, seed, epochs, lr=0.04, momentum=0.9,
 def test_train_dp_equals_opacus_make_private_step_for_step(clip, noise):
     X, Y, probe = _data()
     theta0 = probe.init(0, dtype=torch.float64, device="cpu")
-    ours, _ = privacy.train_dp(X, Y, theta0, torch.ones(1, len(X), dtype=torch.float64),
+    ours, _ = train_dp(X, Y, theta0, torch.ones(1, len(X), dtype=torch.float64),
                                torch.tensor([clip], dtype=torch.float64), torch.tensor([noise], dtype=torch.float64),
                                torch.tensor([0]), [7], lr=0.04, momentum=0.9, weight_decay=0.01, epochs=30)
     reference = _opacus_train(X, Y, probe, clip, noise, 7, 30)
@@ -54,7 +57,7 @@ def test_noise_zero_and_huge_clip_is_plain_gradient_descent():
     theta0 = probe.init(0, dtype=torch.float64, device="cpu")
     w = torch.ones(2, len(X), dtype=torch.float64)
     w[1, 3] = 0
-    ours, _ = privacy.train_dp(X, Y, theta0, w, torch.full((2,), 1e9, dtype=torch.float64),
+    ours, _ = train_dp(X, Y, theta0, w, torch.full((2,), 1e9, dtype=torch.float64),
                                torch.zeros(2, dtype=torch.float64), torch.tensor([0, 0]), [0],
                                lr=0.04, momentum=0.9, weight_decay=0.01, epochs=50)
     plain = training.train_gd(probe, theta0, X, Y, w, lr=0.04, momentum=0.9, weight_decay=0.01, epochs=50)
@@ -68,8 +71,8 @@ def test_loo_model_shares_the_noise_of_its_full_model_and_batching_does_not_chan
     w = torch.ones(3, len(X), dtype=torch.float64)
     w[1, 5] = 0
     clip, noise = torch.full((3,), 0.1, dtype=torch.float64), torch.full((3,), 5.0, dtype=torch.float64)
-    both, _ = privacy.train_dp(X, Y, theta0, w, clip, noise, torch.tensor([0, 0, 1]), [3, 4], **args)
-    alone, _ = privacy.train_dp(X, Y, theta0, w[1:2], clip[:1], noise[:1], torch.tensor([0]), [3], **args)
+    both, _ = train_dp(X, Y, theta0, w, clip, noise, torch.tensor([0, 0, 1]), [3, 4], **args)
+    alone, _ = train_dp(X, Y, theta0, w[1:2], clip[:1], noise[:1], torch.tensor([0]), [3], **args)
     torch.testing.assert_close(both[1], alone[0], rtol=1e-12, atol=1e-14)
     # the same sample set with another noise seed moves much further than leaving one sample out
     assert (both[2] - both[0]).norm() > 5 * (both[1] - both[0]).norm()
@@ -134,12 +137,13 @@ def test_per_instance_epsilon_of_a_small_sensitivity_finds_its_best_order():
 def test_dp_lsi_table_and_accounting():
     X, Y, _ = _data(n=30)
     table = privacy.dp_lsi(X.numpy(), Y.numpy(), clips=[0.01, 1.0], noises=[0.0, 8.1], seeds=[0, 1],
-                           scored=[0, 4], epochs=15, max_models=5)
+                           scored=[0, 4], epochs=15, memory_budget=1)
     assert len(table) == 2 * 2 * 2 * 2
     assert (table["lsi"] > 0).all()
     finite = table[table["noise"] > 0]
     assert np.isfinite(finite["eps_instance"]).all() and (table[table["noise"] == 0]["eps_instance"] == np.inf).all()
-    assert table.attrs["dp"]["epsilon"][(1.0, 8.1)] == pytest.approx(privacy.epsilon(8.1, 15, 1 / 30))
+    assert table.attrs["lsi"]["epsilon"]["8.1"] == pytest.approx(privacy.epsilon(8.1, 15, 1 / 30))
+    assert table.attrs["lsi"]["n_models"] == 2 * 2 * 2 * 3
     # per-instance sensitivity never exceeds the clipping norm
     assert (table["sensitivity_rms"] <= 1 + 1e-9).all()
 
@@ -157,3 +161,24 @@ def test_unpaired_noise_swamps_the_sample_effect():
     paired = privacy.dp_lsi(X.numpy(), Y.numpy(), **kw)
     unpaired = privacy.dp_lsi(X.numpy(), Y.numpy(), paired=False, **kw)
     assert (unpaired["lsi"].to_numpy() > 10 * paired["lsi"].to_numpy()).all()
+
+
+def test_dp_lsi_resumes_from_a_checkpoint_and_carries_the_runners_identity(tmp_path):
+    X, Y, _ = _data(n=30)
+    kw = dict(clips=[1.0], noises=[0.0, 8.1], seeds=[0], scored=[0, 4, 7], epochs=15, memory_budget=1)
+    whole = privacy.dp_lsi(X.numpy(), Y.numpy(), **kw)                       # 6 chunks of one model
+    with pytest.raises(Interrupted):
+        privacy.dp_lsi(X.numpy(), Y.numpy(), checkpoint=tmp_path, executor=StopAfter(2), **kw)
+    counting = Counting()
+    resumed = privacy.dp_lsi(X.numpy(), Y.numpy(), checkpoint=tmp_path, executor=counting, **kw)
+    assert counting.scored == [2, 3, 4, 5]                                    # only the missing chunks ran
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+    identity = resumed.attrs["lsi"]["identity"]
+    assert identity == whole.attrs["lsi"]["identity"] and identity["measure"] == "dp-lsi"
+    assert identity["data_sha256"] == runner.fingerprint(X.numpy().astype(np.float64), Y.numpy())
+    assert "memory_budget" not in identity and resumed.attrs["lsi"]["options"]["memory_budget"] == 1
+    # one chunk of all six models gives the same numbers as six chunks of one
+    together = privacy.dp_lsi(X.numpy(), Y.numpy(), **{**kw, "memory_budget": "1GiB"})
+    np.testing.assert_allclose(together["lsi"], whole["lsi"], rtol=1e-9)
+    with pytest.raises(ValueError, match="other options"):                    # other data, same folder
+        privacy.dp_lsi(X.numpy()[::-1].copy(), Y.numpy(), checkpoint=tmp_path, **kw)

@@ -1,5 +1,6 @@
 """Published values: round trip with provenance, a clear error on any changed row, names(), the CLI."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,17 @@ def test_the_repositorys_published_values_load_and_match_their_hashes():
     for name in found:
         record = published.load(name).attrs["published"]
         assert record["name"] == name and record["setting"] and record["commit"] and record["n_scored"] > 0
+
+
+def test_the_published_values_ship_in_the_package_and_lsi_published_names_another_folder(tmp_path, result):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert published.FOLDER == Path(lsi.__file__).parent / "published_values" or "LSI_PUBLISHED" in os.environ
+    folder = tmp_path / "mine"
+    published.add(result, name="elsewhere", folder=folder)
+    code = "import lsi.published as p; print(p.FOLDER, p.names())"
+    env = {**os.environ, "LSI_PUBLISHED": str(folder)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == str(folder) and "['elsewhere']" in out

@@ -8,6 +8,8 @@ import numpy as np
 
 from lsi.cli.compute import load_npz
 from lsi.compare import METHODS, detection, parse_methods, scores
+from lsi.defaults import COMPARE, LSI, PAPER
+from lsi.enums import Hessian, Solver
 from lsi.results import atomic_write_bytes, check_writable, save_table
 from lsi.validation import check_features, check_labels, check_mask, check_positive
 
@@ -25,15 +27,19 @@ def register(subparsers) -> None:
     parser.add_argument("--methods", required=True,
                         help=f"comma-separated, from: {', '.join(METHODS)}; lsi:<tier> picks an LSI tier")
     parser.add_argument("--out", type=Path, required=True, help="output Parquet file (one column per method)")
-    parser.add_argument("--solver", choices=["gd", "converged", "newton-step"], default="converged",
+    parser.add_argument("--solver", choices=[s.value for s in Solver], default=LSI["solver"],
                         help="LSI tier of the method 'lsi'")
-    parser.add_argument("--hessian", choices=["diag", "kfac", "full"], default="diag")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="of the shared probe, all parameters")
-    parser.add_argument("--folds", type=int, default=5, help="cleanlab: folds of the out-of-fold probabilities")
-    parser.add_argument("--sui-l2", type=float, default=1.0, help="sui: L2 of the linearised model")
-    parser.add_argument("--trak-proj-dim", type=int, default=512, help="trak: dimension of the random projection")
-    parser.add_argument("--psmi-estimators", type=int, default=500, help="psmi: number of random directions")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hessian", choices=[h.value for h in Hessian], default=LSI["hessian"])
+    parser.add_argument("--weight-decay", type=float, default=PAPER["weight_decay"],
+                        help="of the shared probe, all parameters")
+    parser.add_argument("--folds", type=int, default=COMPARE["folds"],
+                        help="cleanlab: folds of the out-of-fold probabilities")
+    parser.add_argument("--sui-l2", type=float, default=COMPARE["sui_l2"], help="sui: L2 of the linearised model")
+    parser.add_argument("--trak-proj-dim", type=int, default=COMPARE["trak_proj_dim"],
+                        help="trak: dimension of the random projection")
+    parser.add_argument("--psmi-estimators", type=int, default=COMPARE["psmi_estimators"],
+                        help="psmi: number of random directions")
+    parser.add_argument("--seed", type=int, default=PAPER["seed"])
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -10,11 +10,16 @@ Offline: the ``coco_mini`` mirror (159 images: train 80, val 79). Online: the
 official 2017 annotations and images, extracted under ``$LSI_DOWNLOADS/coco``
 (``annotations/captions_<split>2017.json``, ``annotations/instances_<split>2017.json``,
 ``<split>2017/*.jpg``); their 19 GB are not downloaded automatically.
+
+:func:`caption_dataset` and :func:`assemble_pairs` turn the splits into image-caption
+:class:`Pairs`, the inputs of :mod:`lsi.contrastive`; :func:`lsi.features.pairs.coco_pairs`
+encodes them.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +84,42 @@ def load_coco(split: str, root: Path | None) -> Dataset:
     ds.name, ds.labels, ds.classes = "coco", ds.labels - 1, ["banana", "elephant"]
     ds.source += " (bananas/elephants filter)"
     return ds
+
+
+@dataclass
+class Pairs:
+    """Image-caption pairs of a COCO split set: per-pair features and how to show them."""
+
+    image_features: np.ndarray
+    text_features: np.ndarray
+    image_of_pair: np.ndarray     #: row of the image in ``images`` for each pair
+    image_ids: np.ndarray         #: COCO image id per pair
+    captions: list[str]
+    categories: list[list[str]]   #: per pair, its image's COCO categories
+    images: list                  #: encoded image per image row (decode with ``lsi.data.base.to_pil``)
+    encoders: tuple[str, str]
+    note: str = ""
+
+
+def caption_dataset(ds: Dataset) -> Dataset:
+    """The captions of a ``coco``/``coco_all`` split as a text data set: one sample per caption, in image
+    order, id ``<image id>/<k>`` (label 0: captions have no class of their own)."""
+    captions = [c for cs in ds.extra["captions"] for c in cs]
+    ids = np.array([f"{i}/{k}" for i, cs in zip(ds.ids, ds.extra["captions"]) for k in range(len(cs))])
+    return Dataset(f"{ds.name}_captions", ds.split, "text", ids, np.zeros(len(ids), dtype=np.int64), ["caption"],
+                   ds.source, texts=captions)
+
+
+def assemble_pairs(datasets: list[Dataset], image_features: np.ndarray, text_features: np.ndarray,
+                   encoders: tuple[str, str], note: str = "") -> Pairs:
+    """The image-caption pairs of ``datasets`` (splits in order) from one feature row per image and one per
+    caption (:func:`caption_dataset` order); each pair gets its image's features."""
+    counts = [len(cs) for ds in datasets for cs in ds.extra["captions"]]
+    image_of_pair = np.repeat(np.arange(len(counts)), counts)
+    images = [img for ds in datasets for img in ds.images]
+    image_ids = np.concatenate([np.asarray(ds.ids) for ds in datasets])[image_of_pair]
+    captions = [c for ds in datasets for cs in ds.extra["captions"] for c in cs]
+    categories = [list(ds.extra["categories"][i]) for ds in datasets for i, cs in enumerate(ds.extra["captions"])
+                  for _ in cs]
+    return Pairs(np.asarray(image_features)[image_of_pair], np.asarray(text_features), image_of_pair, image_ids,
+                 captions, categories, images, encoders, note)

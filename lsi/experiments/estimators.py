@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from scipy.stats import gaussian_kde
 
 from lsi import curvature, training
+from lsi.defaults import PAPER
 from lsi.kl import kl_diag
 from lsi.probes import LinearProbe
 
@@ -117,7 +118,7 @@ def _as_2d(samples) -> np.ndarray:
     return a[:, None] if a.ndim == 1 else a
 
 
-def laplace_pair(features, labels, index: int, *, weight_decay: float = 0.01,
+def laplace_pair(features, labels, index: int, *, weight_decay: float = PAPER["weight_decay"],
                  tol: float = 1e-11) -> dict:
     """Full-data and leave-``index``-out diagonal Laplace posteriors of a linear probe, converged.
 

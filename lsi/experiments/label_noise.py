@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lsi.compare import detection, scores
+from lsi.defaults import COMPARE, LSI, PAPER
 from lsi.stats import principal_projection
 
 @dataclass
@@ -111,7 +112,8 @@ def load_features(dataset: str, **options: Any):
 
 
 def trak_and_lsi(train: Any, test: Any, *, n: int | None = None, n_test: int | None = None, feature_dim: int = 0,
-                 solver: str = "converged", trak_proj_dim: int = 512, seed: int = 0) -> pd.DataFrame:
+                 solver: str = LSI["solver"], trak_proj_dim: int = COMPARE["trak_proj_dim"],
+                 seed: int = PAPER["seed"]) -> pd.DataFrame:
     """The paper's App. B: LSI of each training sample next to its TRAK score averaged over a test set.
 
     ``train`` and ``test`` are feature sets (:class:`lsi.features.FeatureSet`);

@@ -37,6 +37,7 @@ from lsi import corruptions, networks, training
 from lsi.stats import bootstrap_interval
 from lsi.api import compute_lsi
 from lsi.data import stratified_positions
+from lsi.defaults import PAPER, RUN
 from lsi.probes import LinearProbe
 from lsi.validation import check_features, check_labels
 
@@ -239,7 +240,7 @@ def binary_task(labels: Sequence[int], negative: Sequence[int], positive: Sequen
 
 
 def probe_accuracy(train_features: Any, train_labels: Any, test_features: Any, test_labels: Any, *,
-                   weight_decay: float = 0.01, n_classes: int | None = None) -> dict[str, float]:
+                   weight_decay: float = PAPER["weight_decay"], n_classes: int | None = None) -> dict[str, float]:
     """Train and held-out accuracy of the linear probe at its exact optimum (the objective LSI uses)."""
     X, Xt = check_features(train_features), check_features(test_features, name="test_features")
     Y, C = check_labels(train_labels, len(X), n_classes=n_classes)
@@ -427,8 +428,8 @@ SUBSETS = ("low", "mid", "high", "random")
 
 def learnability(scores: Sequence[float], labels: Sequence[int], *, features: Any, pixels: Any, test_features: Any,
                  test_pixels: Any, test_labels: Sequence[int], models: Sequence[str], seeds: Sequence[int] = (0,),
-                 widths: Mapping[str, Any] | None = None, weight_decay: float = 0.01,
-                 device: str | torch.device = "cpu", draw: float = 1.0, **training_options: Any) -> pd.DataFrame:
+                 widths: Mapping[str, Any] | None = None, weight_decay: float = PAPER["weight_decay"],
+                 device: str | torch.device = RUN["device"], draw: float = 1.0, **training_options: Any) -> pd.DataFrame:
     """Train and test accuracy of each model trained on each LSI subset, for each seed (Figs. 8-9, App. J).
 
     For every seed, a stratified share ``draw`` of the samples is drawn with that seed

