@@ -69,7 +69,6 @@ reproduction report reads (:mod:`lsi.book.reproduction`).
 from __future__ import annotations
 
 import functools
-import html
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -726,58 +725,11 @@ def scales_like(x: Sequence[float], y: Sequence[float], expected_slope: float, *
                    rule="scales_like")
 
 
-def box(claims: Sequence[Claim], *, title: str = "Paper's claim vs our result"):
-    """The chapter's claim box: claim, this run's numbers, the tier behind them, the verdict.
-
-    The claims are also stored as data, in the output's metadata under :data:`CLAIMS_METADATA`.
-    """
-    from IPython.display import HTML
-
-    colour = {YES: "#1b7837", PARTLY: "#b35806", NO: "#b2182b", CANNOT_TELL: "#4d4d4d"}
-    body = "".join(
-        f"<tr><td style='text-align:left{';padding-left:2em' if c.sub else ''}'>"
-        f"{'&#8627; ' if c.sub else ''}{html.escape(c.claim)}</td>"
-        f"<td style='text-align:left'>{html.escape(c.ours)}</td>"
-        f"<td>{html.escape(c.tier or '-')}</td>"
-        f"<td style='text-align:left'><strong style='color:{colour[c.verdict.status]}'>"
-        f"{html.escape(c.verdict.status)}</strong>"
-        f"{html.escape(': ' + c.verdict.detail) if c.verdict.detail else ''}"
-        f"<br><small>rule: <code>{html.escape(c.verdict.rule or 'by eye')}</code></small></td></tr>"
-        for c in claims)
-    return HTML(
-        f"<div class='admonition important'><p class='admonition-title'>{html.escape(title)}</p>"
-        f"<table class='lsi-table'><thead><tr><th>paper</th><th>this run</th><th>tier</th>"
-        f"<th>reproduced?</th></tr></thead><tbody>{body}</tbody></table>"
-        f"<p><small>Rules and thresholds: <code>lsi.claims</code>.</small></p></div>",
-        metadata={CLAIMS_METADATA: [c.to_dict() for c in claims]})
-
-
-def summary(claims: Sequence[Claim], facts: Sequence[str] = (), *, whose: str = "the paper's"):
-    """The chapter's summary, generated from its claims and measured facts (Markdown).
-
-    ``facts`` are sentences the chapter builds from its own numbers; each claim
-    adds one bullet with its verdict, so the summary cannot contradict the box.
-    ``whose`` names where the claims come from (a chapter that tests claims
-    beyond the paper passes, e.g., ``"these"``).
-    """
-    from IPython.display import Markdown
-
-    main = [c for c in claims if not c.sub]
-    counts = {s: sum(c.verdict.status == s for c in main) for s in STATUSES}
-    lines = [f"- {fact}" for fact in facts]
-    for c in claims:
-        tier = f" ({c.tier} tier)" if c.tier else ""
-        lines.append(f"{'    ' if c.sub else ''}- *{c.claim}* **{c.verdict}**{tier}: {c.ours}.")
-    head = (f"Of {whose} {len(main)} claims tested here, {counts[YES]} reproduced, "
-            f"{counts[PARTLY]} partly, {counts[NO]} not, {counts[CANNOT_TELL]} cannot tell.")
-    return Markdown("## Summary\n\n" + head + "\n\n" + "\n".join(lines))
-
-
 __all__ = ["BREAKDOWN_FACTOR", "CANNOT_TELL", "CLAIMS_METADATA", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "CONVERGED_GRADIENT_NORM", "Claim",
            "Correlation", "EXPONENTIAL_P99_OVER_MEDIAN", "EXPONENTIAL_TOP10_SHARE", "MIN_CORRELATION_POINTS",
            "MIN_REPLICATES", "MIN_SLOPE_POINTS", "MODERATE_CORRELATION", "NO", "PARTLY", "Precondition",
            "RATIO_TOLERANCE", "STATUSES", "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC",
-           "WEAK_CORRELATION", "YES", "approximates", "beats", "best", "box", "breaks_down", "converged",
+           "WEAK_CORRELATION", "YES", "approximates", "beats", "best", "breaks_down", "converged",
            "correlates", "differ", "enough_points", "exceeds", "fitted_slope", "has_width", "independent",
            "long_tail", "more_concentrated", "ordered", "ratio_near", "scales_like", "separates", "settles",
-           "spearman", "summary", "trend", "weakly_correlated"]
+           "spearman", "trend", "weakly_correlated"]

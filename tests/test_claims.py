@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lsi import claims
+from lsi.book import verdicts
 from lsi.stats import bootstrap_interval
 
 
@@ -154,9 +155,9 @@ def test_box_and_summary_carry_the_verdicts():
                          tier="converged"),
             claims.Claim("Lorem sits between.", "medians ...",
                          claims.Verdict("no", "lorem ipsum sits below the clean reviews", rule="ordered"))]
-    html = claims.box(rows).data
+    html = verdicts.box(rows).data
     assert "converged" in html and "lorem ipsum sits below the clean reviews" in html and "ordered" in html
-    text = claims.summary(rows, facts=["Accuracy 0.9."]).data
+    text = verdicts.summary(rows, facts=["Accuracy 0.9."]).data
     assert "1 reproduced, 0 partly, 1 not, 0 cannot tell." in text
     assert "**no: lorem ipsum sits below the clean reviews**" in text and "Accuracy 0.9." in text
 
@@ -190,8 +191,8 @@ def test_beats_on_both_sides_of_zero(centre, expected):
 
 def test_summary_names_whose_claims_and_no_verdict_reads_well():
     rows = [claims.Claim("c", "o", claims.Verdict(claims.YES))]
-    assert "Of the paper's 1 claims" in claims.summary(rows).data
-    assert "Of these 1 claims" in claims.summary(rows, whose="these").data
+    assert "Of the paper's 1 claims" in verdicts.summary(rows).data
+    assert "Of these 1 claims" in verdicts.summary(rows, whose="these").data
     flat = claims.separates([1.0, 1.0, 1.0, 1.0], [True, False, True, False], what="flips")
     assert "about as high as the rest" in flat.detail
 
@@ -350,11 +351,11 @@ def test_scales_like_needs_three_sizes():
 
 
 def test_summary_counts_cannot_tell_on_its_own():
-    verdicts = [claims.Verdict("yes")] * 3 + [claims.Verdict("partly", "p"), claims.Verdict("no", "n")] + \
+    found = [claims.Verdict("yes")] * 3 + [claims.Verdict("partly", "p"), claims.Verdict("no", "n")] + \
         [claims.Verdict("cannot tell", "not converged")] * 2
-    rows = [claims.Claim(f"c{i}", "o", v) for i, v in enumerate(verdicts)]
-    assert "3 reproduced, 1 partly, 1 not, 2 cannot tell." in claims.summary(rows).data
-    html = claims.box(rows).data
+    rows = [claims.Claim(f"c{i}", "o", v) for i, v in enumerate(found)]
+    assert "3 reproduced, 1 partly, 1 not, 2 cannot tell." in verdicts.summary(rows).data
+    html = verdicts.box(rows).data
     assert "cannot tell" in html and "not converged" in html and "#4d4d4d" in html
 
 
@@ -363,8 +364,8 @@ def test_sub_rows_are_listed_under_their_claim_and_not_counted():
                          claims.Verdict("yes")),
             claims.Claim("stratified removal", "0.69 vs 0.70", claims.Verdict("no", "below"), sub=True),
             claims.Claim("Another claim.", "o", claims.Verdict("cannot tell", "not converged"))]
-    text = claims.summary(rows).data
+    text = verdicts.summary(rows).data
     assert "Of the paper's 2 claims tested here, 1 reproduced, 0 partly, 0 not, 1 cannot tell." in text
     assert "\n    - *stratified removal* **no: below**" in text
-    html = claims.box(rows).data
+    html = verdicts.box(rows).data
     assert "padding-left:2em'>&#8627; stratified removal" in html

@@ -8,7 +8,7 @@ found with what the published one found (:func:`compare_chapter`) and writes the
 (``data/reproduction.json``, beside the reproduced scores, where a site built from that folder finds it) and
 as a page (``reproduction.md``).
 
-**The claims** are read from each executed notebook's claim boxes: from the records :func:`lsi.claims.box`
+**The claims** are read from each executed notebook's claim boxes: from the records :func:`lsi.book.verdicts.box`
 stores in the output's metadata (key :data:`lsi.claims.CLAIMS_METADATA`), or, for chapters executed before
 it did, parsed from the box's HTML table (the same fields: claim, this run's numbers, tier, verdict).
 
@@ -69,7 +69,7 @@ def notebook_claims(notebook: str | Path) -> list[dict[str, Any]]:
 
 
 def _parse_box(text: str) -> list[dict[str, Any]]:
-    """The claims of a box rendered by :func:`lsi.claims.box` (for notebooks executed before it stored them)."""
+    """The claims of a box rendered by :func:`lsi.book.verdicts.box` (for notebooks executed before it stored them)."""
     claims = []
     for row in _ROW.finditer(text):
         tier, rule = html.unescape(row["tier"]), html.unescape(row["rule"])

@@ -8,13 +8,14 @@ import pytest
 
 from lsi import book, claims
 from lsi.book import reproduction as reproduce
+from lsi.book import verdicts
 from lsi.cli import main
 
 CLAIMS_CHAPTER = [
     ("profile = \"ci\"\nn = 400\nseed = 0", ["parameters"]),
-    ("import numpy as np\nfrom lsi import claims\nrng = np.random.default_rng(seed)\n"
+    ("import numpy as np\nfrom lsi import claims\nfrom lsi.book import verdicts\nrng = np.random.default_rng(seed)\n"
      "values = rng.lognormal(0, 1.5, n)", []),
-    ("claims.box([claims.Claim('The values are long-tailed.',\n"
+    ("verdicts.box([claims.Claim('The values are long-tailed.',\n"
      "    f'p99/median = {np.quantile(values, 0.99) / np.median(values):.3g} ({n:,} values)',\n"
      "    claims.long_tail(values)),\n"
      "  claims.Claim('Half of them lie below the median.', f'{np.mean(values < np.median(values)):.0%}',\n"
@@ -42,7 +43,7 @@ def test_box_stores_its_claims_and_the_html_reads_back_the_same():
             claims.Claim("Another.", "ratio 5.3x", claims.Verdict(claims.PARTLY, "smaller than 10", rule="ratio_near")),
             claims.Claim("Its variant.", "ratio 4.1x", claims.Verdict(claims.CANNOT_TELL, "one replicate", rule="ratio_near"),
                          sub=True)]
-    shown = claims.box(rows)
+    shown = verdicts.box(rows)
     stored = shown.metadata[claims.CLAIMS_METADATA]
     assert stored == [c.to_dict() for c in rows] and [claims.Claim.from_dict(r) for r in stored] == rows
     assert reproduce._parse_box(shown.data) == stored  # what a box published before the metadata says
