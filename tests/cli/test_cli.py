@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import lsi
 from core_data import blobs
@@ -26,6 +27,19 @@ def test_compute_writes_a_table_with_metadata(features_file, tmp_path, capsys):
     table = lsi.load_table(out)
     assert len(table) == 40 and table.attrs["lsi"]["data"]["source"] == str(features_file)
     assert "most informative" in capsys.readouterr().out
+
+
+def test_threads_apply_to_the_run_and_are_restored_after_it(features_file, tmp_path, capsys):
+    """``--threads`` governs the run (recorded in the table) and the caller's count is back afterwards,
+    also when the run fails."""
+    before = torch.get_num_threads()
+    asked = 1 if before != 1 else 2
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--features", features_file, "--threads", asked, "--out", out, "--quiet") == 0
+    assert lsi.load_table(out).attrs["lsi"]["execution"]["threads"] == asked
+    assert torch.get_num_threads() == before
+    assert _run("compute", "--features", tmp_path / "missing.npz", "--threads", asked, "--out", out) == 2
+    assert torch.get_num_threads() == before
 
 
 def test_components_score_the_principal_components(features_file, tmp_path):
