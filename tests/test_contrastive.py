@@ -129,3 +129,15 @@ def test_caption_gallery_shows_each_pick():
     picks = pd.DataFrame({"index": [0, 1], "lsi": [0.1, 2.0], "end": ["lowest", "highest"]})
     out = plots.caption_gallery(picks, lambda i: Image.new("RGB", (30, 20), "red"), lambda i: f"caption <{i}>")
     assert out.data.count("<img") == 2 and "caption &lt;1&gt;" in out.data and "highest" in out.data
+
+
+def test_heads_start_from_nn_linear_draws_and_leave_the_global_random_state_alone():
+    torch.manual_seed(3)  # what the heads' start was built from before: the global generator, seeded
+    old = [torch.nn.Linear(5, 3, dtype=torch.float64), torch.nn.Linear(4, 3, dtype=torch.float64)]
+    expected = torch.cat([torch.cat([h.weight.T, h.bias[None]]).reshape(-1) for h in old]).detach()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert torch.equal(con.ContrastiveProbe(5, 4, 3).init(3), expected)
+    U, V = _pairs(m=12)
+    con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=[0], seed=3)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -189,3 +189,17 @@ def test_stalled_chord_samples_finish_with_newton_from_their_iterate():
     assert float(stalled.grad_norm.max()) <= 1e-12
     for a, b in zip(stalled.delta, chord.delta):
         assert _relative(a, b) <= 3e-10   # measured 8.9e-11 (both stop at gradient norm 1e-12)
+
+
+def test_reference_models_are_nn_linear_draws_and_leave_the_global_random_state_alone():
+    torch.manual_seed(5)  # the authors' way: seed the global generator, then build the layers
+    linear = torch.nn.Linear(4, 3, dtype=torch.float64)
+    torch.manual_seed(5)
+    first, second = torch.nn.Linear(4, 6, dtype=torch.float64), torch.nn.Linear(6, 3, dtype=torch.float64)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    ours, mlp = reference.linear_model(4, 3, seed=5), reference.mlp_model(4, 3, 6, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    for built, expected in ((ours, linear), (mlp[0], first), (mlp[2], second)):
+        assert torch.equal(built.weight, expected.weight) and torch.equal(built.bias, expected.bias)
+        assert built.weight.dtype == torch.float64 and built.weight.requires_grad
