@@ -37,7 +37,8 @@ def require(available: object, reason: str, *, environ: Mapping[str, str] | None
 
 
 def require_module(name: str, install: str, *, module_level: bool = False) -> ModuleType | None:
-    """``import name``, or :func:`require` fails/skips with the ``install`` hint (e.g. ``pip install -e '.[curvature]'``)."""
+    """``import name``, or :func:`require` fails/skips with the ``install`` hint
+    (e.g. ``pip install -e '.[curvature]'``)."""
     try:
         return importlib.import_module(name)
     except ImportError as error:

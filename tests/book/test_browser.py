@@ -23,6 +23,8 @@ import pytest
 from lsi import book
 from prerequisites import require, require_module
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # builds the published book, drives Chromium
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
