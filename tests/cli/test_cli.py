@@ -184,6 +184,7 @@ def test_sui_measure_through_the_same_command(features_file, tmp_path):
     assert len(table) == 10 and (table["sui_weight"] >= 0).all()
 
 
+@pytest.mark.slow  # 3-7 min here under load (issue 23: make test-fast stays short)
 def test_smooth_mlp_activation_from_the_command_line(features_file, tmp_path):
     out = tmp_path / "R.parquet"
     assert _run("compute", "--features", features_file, "--probe", "mlp", "--hidden", "3", "--activation", "gelu",
@@ -194,6 +195,7 @@ def test_smooth_mlp_activation_from_the_command_line(features_file, tmp_path):
                 "--quiet") == 2  # ReLU with the converged default is refused with a message
 
 
+@pytest.mark.slow  # 3-7 min here under load (issue 23: make test-fast stays short)
 def test_a_corrupted_dataset_is_scored_with_its_marks(tmp_path, monkeypatch):
     monkeypatch.setenv("LSI_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "R.parquet"
