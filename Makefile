@@ -17,11 +17,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 install: $(VENV)/.installed
 
-test: install ## the whole suite, notebooks at the ci profile and the built book included
-	$(PY) -m pytest -q
+test: install ## the whole suite, notebooks at the ci profile and the built book included (timeouts: pyproject.toml)
+	$(PY) -m pytest -q --durations=10
 
-test-fast: install ## the suite without notebook execution and the browser
-	$(PY) -m pytest -q -m "not slow"
+test-fast: install ## the suite without what is marked slow: notebooks, jb build, the browser, the Ray cluster
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 book: install ## re-execute the chapters whose notebook, parameters, lsi code or data changed, then build _build/html
 	$(VENV)/bin/lsi book build --profile $(PROFILE)

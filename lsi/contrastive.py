@@ -54,6 +54,7 @@ from lsi.curvature import Diag
 from lsi.defaults import CONTRASTIVE, RUN
 from lsi.enums import Solver
 from lsi.kl import kl_diag
+from lsi.probes import _linear_block
 from lsi.validation import check_indices
 
 COCO_2017_TRAIN_IMAGES = 118_287
@@ -76,10 +77,11 @@ class ContrastiveProbe:
         self.n_params = self.n_image + (d_text + 1) * dim
 
     def init(self, seed: int, *, dtype=torch.float64) -> Tensor:
-        """PyTorch's default ``nn.Linear`` initialisation of both heads under ``torch.manual_seed(seed)``."""
-        torch.manual_seed(seed)
-        heads = [torch.nn.Linear(self.d_image, self.dim, dtype=dtype), torch.nn.Linear(self.d_text, self.dim, dtype=dtype)]
-        return torch.cat([torch.cat([h.weight.T, h.bias[None]]).reshape(-1) for h in heads]).detach()
+        """PyTorch's default ``nn.Linear`` initialisation of both heads, drawn as after ``torch.manual_seed(seed)``
+        but from a local generator: the caller's random state is untouched."""
+        generator = torch.Generator().manual_seed(int(seed))
+        heads = [_linear_block(d, self.dim, generator, dtype) for d in (self.d_image, self.d_text)]  # in this order
+        return torch.cat([head.reshape(-1) for head in heads])
 
     def heads(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """``W_u (d_image+1, dim)`` and ``W_v (d_text+1, dim)`` of one parameter vector."""

@@ -15,19 +15,34 @@ import numpy as np
 import torch
 from torch import nn
 
+from lsi.probes import _linear_block
+
 
 def linear_model(n_features: int, n_classes: int, seed: int, dtype=torch.float64) -> nn.Module:
-    """``nn.Linear`` under ``torch.manual_seed(seed)``: the probe's shared initialisation."""
-    torch.manual_seed(seed)
-    return nn.Linear(n_features, n_classes, dtype=dtype)
+    """``nn.Linear`` as built after ``torch.manual_seed(seed)``: the probe's shared initialisation.
+
+    The weights come from a local generator seeded with ``seed``; the global random state is untouched."""
+    return _seeded_linears([n_features, n_classes], seed, dtype)[0]
 
 
 def mlp_model(n_features: int, n_classes: int, hidden: int, seed: int, dtype=torch.float64) -> nn.Module:
-    """``Linear -> ReLU -> Linear`` under ``torch.manual_seed(seed)``."""
-    torch.manual_seed(seed)
-    first = nn.Linear(n_features, hidden, dtype=dtype)
-    second = nn.Linear(hidden, n_classes, dtype=dtype)
+    """``Linear -> ReLU -> Linear`` as built after ``torch.manual_seed(seed)`` (a local generator, as above)."""
+    first, second = _seeded_linears([n_features, hidden, n_classes], seed, dtype)
     return nn.Sequential(first, nn.ReLU(), second)
+
+
+def _seeded_linears(widths: list[int], seed: int, dtype) -> list[nn.Linear]:
+    """``nn.Linear(widths[i], widths[i + 1])`` for each i, drawn in that order from one generator seeded ``seed``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        layer = torch.nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=dtype)  # no draw from the global generator
+        block = _linear_block(n_in, n_out, generator, dtype)  # [W^T; b]
+        with torch.no_grad():
+            layer.weight.copy_(block[:-1].T)
+            layer.bias.copy_(block[-1])
+        layers.append(layer)
+    return layers
 
 
 def train_one(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, *, lr: float, momentum: float,

@@ -6,6 +6,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+from prerequisites import require_mirrors
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_torch_state():
+    """Every test leaves torch's thread count and default dtype as it found them (the library restores what it
+    changes; a test that changes them restores them too)."""
+    before = torch.get_num_threads(), torch.get_default_dtype()
+    yield
+    after = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(before[0])  # restored first, so that one leak fails one test, not every later one
+    torch.set_default_dtype(before[1])
+    assert after == before, f"torch (threads, default dtype) changed from {before} to {after} and was not restored"
+
+
+@pytest.fixture
+def mirrors() -> Path:
+    """The offline data mirrors ``$LSI_DATA``: skip without them here, fail under ``CI=1`` (tests/prerequisites.py)."""
+    return require_mirrors()
 
 
 @dataclass

@@ -160,6 +160,7 @@ def test_float32_runs_and_is_close_to_float64():
     assert spearmanr(f64["lsi"], f32["lsi"]).statistic >= 0.9
 
 
+@pytest.mark.slow  # 3-7 min here under load (issue 23: make test-fast stays short)
 def test_converged_smooth_mlp_equals_an_independent_solve():
     """GELU MLP, converged tier: scipy BFGS optima, autograd precisions and an mpmath KL agree."""
     from scipy.optimize import minimize

@@ -149,3 +149,15 @@ def test_leave_one_pair_out_resumes_from_a_checkpoint_and_carries_the_runners_id
     assert identity == whole.table.attrs["lsi"]["identity"] and identity["measure"] == "contrastive-lsi"
     assert identity["data_sha256"] == runner.fingerprint(U, V) and identity["solver"] == "newton-step"
     assert "memory_budget" not in identity and resumed.meta["n_params"] == con.ContrastiveProbe(5, 4, 3).n_params
+
+
+def test_heads_start_from_nn_linear_draws_and_leave_the_global_random_state_alone():
+    torch.manual_seed(3)  # what the heads' start was built from before: the global generator, seeded
+    old = [torch.nn.Linear(5, 3, dtype=torch.float64), torch.nn.Linear(4, 3, dtype=torch.float64)]
+    expected = torch.cat([torch.cat([h.weight.T, h.bias[None]]).reshape(-1) for h in old]).detach()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert torch.equal(con.ContrastiveProbe(5, 4, 3).init(3), expected)
+    U, V = _pairs(m=12)
+    con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=[0], seed=3)
+    assert torch.equal(torch.get_rng_state(), state)

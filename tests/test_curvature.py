@@ -5,6 +5,9 @@ from torch import nn
 
 from lsi import curvature
 from lsi.probes import LinearProbe, make_probe
+from prerequisites import require_module
+
+CURVATURE_EXTRA = "the curvature extra: pip install -e '.[curvature]'"
 
 
 def _module_problem(seed=0):
@@ -16,7 +19,7 @@ def _module_problem(seed=0):
 
 
 def test_module_probe_ggn_equals_curvlinops():
-    curvlinops = pytest.importorskip("curvlinops")
+    curvlinops = require_module("curvlinops", CURVATURE_EXTRA)
     model, X, Y = _module_problem()
     probe = make_probe(model, 4, 3)
     theta = probe.init(0, dtype=torch.float64, device="cpu")
@@ -29,7 +32,7 @@ def test_module_probe_ggn_equals_curvlinops():
 
 def test_diag_precision_with_unit_prior_equals_laplace_torch():
     """prior_precision=1 reproduces the authors' laplace-torch 'all'/'diag' posterior precision."""
-    laplace = pytest.importorskip("laplace")
+    laplace = require_module("laplace", CURVATURE_EXTRA)
     torch.manual_seed(1)
     layer = nn.Linear(4, 3).double()
     X = torch.randn(25, 4, dtype=torch.float64)

@@ -12,8 +12,6 @@ from fixtures_data import build_mirror, build_official_layouts, cifar_labels
 from lsi.data import DATASETS, SourceUnavailableError, load_dataset, stratified_positions
 from lsi.data import sources
 
-REAL = os.environ.get("LSI_DATA")
-real = pytest.mark.skipif(not REAL or not Path(REAL).is_dir(), reason="LSI_DATA mirrors not available")
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +218,8 @@ def test_reachable_is_bounded():
     assert time.perf_counter() - start < 5
 
 
-@real
-def test_real_cifar10_and_cifar10n():
+@pytest.mark.realdata
+def test_real_cifar10_and_cifar10n(mirrors):
     train = load_dataset("cifar10", "train")
     assert len(train) == 50_000 and train.source.startswith("mirror:")
     assert np.bincount(train.labels).tolist() == [5000] * 10
@@ -233,8 +231,8 @@ def test_real_cifar10_and_cifar10n():
     assert np.bincount(test.labels).tolist() == [10] * 10
 
 
-@real
-def test_real_other_mirrors():
+@pytest.mark.realdata
+def test_real_other_mirrors(mirrors):
     train, test = load_dataset("chest_xray", "train"), load_dataset("chest_xray", "test")
     assert (len(train), len(test)) == (4592, 624) and set(train.ids).isdisjoint(test.ids)
     from lsi.data.images import chest_label

@@ -1,7 +1,6 @@
 """Feature extraction: real encoders on known inputs, the cache, resumption, corruptions, offline failures."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,12 @@ import torch
 
 import lsi.features as features_module
 from fixtures_data import build_mirror
+from prerequisites import needs_cuda
 from lsi.data import SourceUnavailableError, load_dataset, sources
 from lsi.features import EXTRACTORS, extract_features
 from lsi.features.extractors import efficientnet_lite0_classifier, get_extractor
 from lsi.features.preprocessing import image_transform
 
-REAL = os.environ.get("LSI_DATA")
-real = pytest.mark.skipif(not REAL or not Path(REAL).is_dir(), reason="LSI_DATA mirrors not available")
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
@@ -186,7 +184,7 @@ def test_download_only_extractors_fail_fast_offline(name, offline_weights):
         get_extractor(name).build()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@needs_cuda
 def test_cuda_matches_cpu(tmp_path):
     cpu = extract_features("digits", "efficientnet_lite0", limit=16, cache_dir=tmp_path / "a", progress=False)
     gpu = extract_features("digits", "efficientnet_lite0", limit=16, device="cuda", cache_dir=tmp_path / "b",
@@ -194,8 +192,8 @@ def test_cuda_matches_cpu(tmp_path):
     assert np.allclose(cpu.features, gpu.features, atol=1e-3)
 
 
-@real
-def test_real_cifar10_features(tmp_path):
+@pytest.mark.realdata
+def test_real_cifar10_features(mirrors, tmp_path):
     fs = extract_features("cifar10", "efficientnet_lite0", "test", limit=20, cache_dir=tmp_path, progress=False)
     assert fs.features.shape == (20, 1280) and np.bincount(fs.labels).tolist() == [2] * 10
     assert fs.meta["source"].endswith("cifar10/test.parquet")

@@ -3,8 +3,16 @@ import pytest
 import torch
 
 from lsi.probes import LinearProbe, MLPProbe, ModuleProbe, Probe, make_probe
+from prerequisites import needs_cuda
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """float64 tensors by default in this file's tests only; the session's default is restored after each."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _problem(probe, n=23, d=5, seed=0):
@@ -134,7 +142,7 @@ def test_init_draws_nn_linear_default_weights():
         assert torch.equal(LinearProbe(5, 6).init(3, dtype=dtype, device="cpu"), flat[0])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@needs_cuda
 @pytest.mark.parametrize("probe", PROBES, ids=IDS)
 def test_cuda_and_cpu_start_from_the_same_weights(probe):
     cpu = probe.init(0, dtype=torch.float64, device="cpu")

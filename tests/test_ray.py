@@ -11,22 +11,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-try:
-    import psutil
-    import ray  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):  # CI installs the cluster extra: a missing Ray is a failure there, not a skip
-        raise
-    pytest.skip("needs the cluster extra (pip install -e '.[cluster]')", allow_module_level=True)
+from prerequisites import require_module
 
-pytestmark = pytest.mark.slow  # starts a Ray cluster (about a minute on 2 cores): make test, not test-fast
+CLUSTER_EXTRA = "the cluster extra: pip install -e '.[cluster]'"
+psutil = require_module("psutil", CLUSTER_EXTRA, module_level=True)
+require_module("ray", CLUSTER_EXTRA, module_level=True)
+
+# A Ray cluster (about a minute on 2 cores): make test, not test-fast. Each test gives up after 10 minutes,
+# so a hung cluster or task fails the run instead of holding it until CI's own limit.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 import lsi  # noqa: E402
 from core_data import blobs  # noqa: E402
 from lsi.cli import main  # noqa: E402
 from lsi.distributed import TASK_NAME  # noqa: E402
+from lsi.features import _threads  # noqa: E402
 
 RUN = ("--solver", "gd", "--epochs", "3000", "--memory-budget", "2MiB", "--quiet")
 """About 8 chunks of about a second each on one thread: long enough to kill a worker mid-chunk."""
@@ -133,9 +133,9 @@ def test_a_rerun_reuses_the_finished_chunks(cluster, problem, tmp_path):
     parts = out.with_name(out.name + ".parts")
     with np.load(features) as data:  # an interrupted run of the same command: the first 100 samples are done
         X, y = data["features"], data["labels"]
-    torch.set_num_threads(1)
-    lsi.compute_lsi(X, y, solver="gd", epochs=3000, memory_budget="2MiB", indices="0:100", checkpoint=parts,
-                    progress=False)
+    with _threads(1):  # the Ray tasks' thread count, this test only
+        lsi.compute_lsi(X, y, solver="gd", epochs=3000, memory_budget="2MiB", indices="0:100", checkpoint=parts,
+                        progress=False)
     stored = sorted(parts.glob("chunk-*.parquet"))
     marked = lsi.load_table(stored[0])
     marked["lsi"] = -1.0  # a value no computation gives: it shows where a row came from

@@ -248,3 +248,17 @@ def test_anderson_mixing_solves_a_linear_fixed_point_like_gmres():
           f"{float(((b - plain @ A).norm(dim=1) / b.norm(dim=1)).max()):.2g}")
     assert residual <= 1e-13
     assert float(((b - plain @ A).norm(dim=1) / b.norm(dim=1)).min()) >= 0.1
+
+
+def test_reference_models_are_nn_linear_draws_and_leave_the_global_random_state_alone():
+    torch.manual_seed(5)  # the authors' way: seed the global generator, then build the layers
+    linear = torch.nn.Linear(4, 3, dtype=torch.float64)
+    torch.manual_seed(5)
+    first, second = torch.nn.Linear(4, 6, dtype=torch.float64), torch.nn.Linear(6, 3, dtype=torch.float64)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    ours, mlp = reference.linear_model(4, 3, seed=5), reference.mlp_model(4, 3, 6, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    for built, expected in ((ours, linear), (mlp[0], first), (mlp[2], second)):
+        assert torch.equal(built.weight, expected.weight) and torch.equal(built.bias, expected.bias)
+        assert built.weight.dtype == torch.float64 and built.weight.requires_grad

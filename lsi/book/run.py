@@ -26,6 +26,10 @@ from pathlib import Path
 from lsi.book import fingerprint as _fingerprint
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters, missing_data
 
+CELL_TIMEOUT = 7200.0
+"""Seconds one cell may run before its chapter fails (``$LSI_CELL_TIMEOUT`` overrides it): a hung cell ends
+the run instead of holding it. The longest cells (a sweep at the ``book`` profile) take well under an hour."""
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 # tqdm.auto warns at import when ipywidgets is absent; the chapters show no bars.
                 "PYTHONWARNINGS": "ignore:IProgress not found"}
@@ -80,7 +84,8 @@ def check_clean_tree(out: str | Path, *, allow_dirty: bool = False) -> list[str]
 
 
 def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None = None,
-                out: str | Path = PUBLISHED, progress: bool = False, *, allow_dirty: bool = False) -> RunReport:
+                out: str | Path = PUBLISHED, progress: bool = False, *, allow_dirty: bool = False,
+                cell_timeout: float | None = None) -> RunReport:
     """Execute one chapter into ``out/<name>.ipynb``; skip it if its data is unreachable.
 
     A skipped chapter keeps the published output (notebook and published
@@ -92,8 +97,10 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     :data:`PUBLISHED` needs a clean tree (:func:`check_clean_tree`), and a
     chapter whose execution modifies tracked files (other than executed
     chapters and published scores) fails: its recorded provenance would not match its commit.
+    A cell running longer than ``cell_timeout`` seconds (default :data:`CELL_TIMEOUT`) fails the chapter.
     """
     import papermill
+    from nbclient.exceptions import CellTimeoutError
 
     out = Path(out)
     parameters = chapter.parameters(profile, overrides)
@@ -119,13 +126,17 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     os.environ.update(env)
     try:
         bar = {"desc": f"{chapter.name} [{profile}]", "unit": "cell", "leave": True} if progress else False
+        cell_timeout = cell_timeout or float(os.environ.get("LSI_CELL_TIMEOUT", CELL_TIMEOUT))
         papermill.execute_notebook(str(chapter.notebook), scratch, parameters=parameters,
-                                   kernel_name="python3", cwd=str(REPO), progress_bar=bar)
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=bar,
+                                   execution_timeout=cell_timeout)
     except Exception as error:  # papermill wraps the cell's exception
         failed = Path(tempfile.gettempdir()) / f"lsi-book-failed-{chapter.name}.ipynb"
         shutil.move(scratch, failed)
         shutil.rmtree(staging, ignore_errors=True)
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        if isinstance(error, CellTimeoutError):
+            first_line = f"a cell ran over its {cell_timeout:g} s timeout (cell_timeout, $LSI_CELL_TIMEOUT)"
         return RunReport(chapter.name, "failed", failed, time.perf_counter() - start,
                          f"{first_line} (executed notebook kept at {failed})")
     finally:

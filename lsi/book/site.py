@@ -84,16 +84,22 @@ def build_site(chapters_dir: str | Path = PUBLISHED, out: str | Path = REPO / "_
     return html
 
 
-def jb_build(source: str | Path, work: str | Path, log: str | Path) -> Path:
+def jb_build(source: str | Path, work: str | Path, log: str | Path, timeout: float = 1800) -> Path:
     """``jb build source`` into ``work/_build/html`` with warnings as errors; return that folder.
 
     The full output is written to ``log``; any ``WARNING`` or ``ERROR`` line,
-    or a non-zero exit, raises with the first lines of them.
+    or a non-zero exit, raises with the first lines of them; a build still running
+    after ``timeout`` seconds is stopped and raises :class:`TimeoutError`.
     """
     command = [str(Path(sys.executable).with_name("jb")), "build", str(source),
                "--path-output", str(work), "--builder", "html", "-W", "--keep-going"]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, **OFFLINE_ENV})
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                env={**os.environ, **OFFLINE_ENV})
+    except subprocess.TimeoutExpired as expired:
+        Path(log).write_text(_text(expired.stdout) + _text(expired.stderr))
+        raise TimeoutError(f"jb build did not finish within {timeout:g} s and was stopped; its output so far is "
+                           f"in {log}. A full book builds in minutes: look there for the page it hung on.") from None
     text = result.stdout + result.stderr
     Path(log).write_text(text)
     warnings = [line for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
@@ -101,6 +107,10 @@ def jb_build(source: str | Path, work: str | Path, log: str | Path) -> Path:
         shown = "\n".join(warnings[:20]) or text[-3000:]
         raise RuntimeError(f"jb build failed (exit {result.returncode}); see {log}:\n{shown}")
     return Path(work) / "_build" / "html"
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def teaching_substitutions(chapters_dir: str | Path = PUBLISHED,

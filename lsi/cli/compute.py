@@ -127,13 +127,16 @@ def corruption_columns(fs) -> dict[str, np.ndarray]:
     return columns
 
 
-def executor(args):
-    """The chunks' executor: ``None`` (here, one after another) or a Ray one; sets this process's threads."""
+def thread_count(args) -> int | None:
+    """This process's (and each Ray task's) CPU threads: ``--threads``, else 1 with ``--ray``, else None (torch's)."""
     threads = args.threads if args.threads is not None else (1 if args.ray is not None else None)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads {threads}: must be at least 1.")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads {threads}: must be at least 1.")
+    return threads
+
+
+def executor(args, threads: int | None):
+    """The chunks' executor: ``None`` (here, one after another) or a Ray one whose tasks use ``threads``."""
     if args.ray is None:
         return None
     from lsi.distributed import RayExecutor
@@ -152,8 +155,15 @@ def project(X: np.ndarray, components: int, source: dict) -> tuple[np.ndarray, d
 def run(args) -> int:
     if args.components < 0:  # before any feature extraction
         raise ValueError(f"--components {args.components}: must be >= 0 (0 keeps all the features).")
+    from lsi.features import _threads
+
     check_writable(args.out)
-    chunks = executor(args)  # first: the thread count also governs feature extraction
+    threads = thread_count(args)
+    with _threads(threads):  # also governs feature extraction; the caller's thread count is restored on return
+        return _compute_and_save(args, executor(args, threads))
+
+
+def _compute_and_save(args, chunks) -> int:
     X, y, ids, source, columns = load_inputs(args)
     X, source = project(X, args.components, source)
     common = dict(indices=args.indices, seed=args.seed, device=args.device, dtype=args.dtype,

@@ -8,6 +8,7 @@ their published output, exactly as ``lsi book build`` does.
 from __future__ import annotations
 
 import os
+import shutil
 
 import nbformat
 import numpy as np
@@ -18,6 +19,7 @@ import yaml
 from lsi import book, stats
 from lsi.book import plots
 from lsi.cli import main
+from prerequisites import require
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +183,12 @@ def test_worked_example_kl_matches_the_closed_form():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the ci_book fixture runs all 16 chapters at ci (about 20 min cold on 2 cores)
 def test_every_chapter_runs_at_ci_and_the_book_builds(ci_book):
-    """``ci_book`` (tests/conftest.py) runs every chapter at ``ci`` and builds the site, once."""
+    """``ci_book`` (tests/conftest.py) runs every chapter at ``ci`` and builds the site, once.
+
+    A chapter skipped for missing mirrors leaves this test skipped here (after every other check) and
+    failed under ``CI=1`` (tests/prerequisites.py)."""
     reports, chapters = ci_book.reports, ci_book.chapters
     failed = [str(r) for r in reports if r.status == "failed"]
     assert not failed, "\n".join(failed)
@@ -191,13 +197,14 @@ def test_every_chapter_runs_at_ci_and_the_book_builds(ci_book):
             assert book.missing_data(chapters[report.chapter]) is not None, report
         if report.output is not None:
             assert book.error_cells(report.output) == [], report.chapter
-    if os.environ.get("LSI_DATA"):
-        assert all(r.status == "executed" for r in reports), [str(r) for r in reports]
     assert any(r.chapter == "lsi_from_scratch" and r.status == "executed" for r in reports)
     html = ci_book.html
     for report in reports:
         if report.output is not None:
             assert (html / "book" / "chapters" / f"{report.chapter}.html").is_file()
+    skipped = [str(r) for r in reports if r.status != "executed"]
+    assert not (skipped and os.environ.get("LSI_DATA")), skipped  # with the mirrors every chapter runs
+    require(not skipped, "chapters were not executed for missing data mirrors: " + "; ".join(skipped))
 
 
 def test_published_chapters_have_no_error_output():
@@ -252,3 +259,46 @@ def test_paper_hyperparameters_come_from_lsi_defaults(chapters):
     declared = book.notebook_parameters(chapters["cifar10"].notebook)
     for name in set(PAPER) & set(declared):  # the notebooks' own placeholder values agree too
         assert declared[name] == repr(PAPER[name]) or str(PAPER[name]) == str(declared[name]), name
+
+
+# --- nothing hangs: a per-cell timeout on papermill, a timeout on jb build ------------------------------------
+def test_every_cell_runs_under_a_timeout(tmp_path, monkeypatch):
+    import papermill
+
+    from lsi import provenance
+
+    given = []
+    monkeypatch.setattr(provenance, "modified_files", lambda path=None: [])
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda src, dst, **kw: given.append(kw["execution_timeout"]) or shutil.copyfile(src, dst))
+    monkeypatch.delenv("LSI_CELL_TIMEOUT", raising=False)
+    book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out")
+    monkeypatch.setenv("LSI_CELL_TIMEOUT", "90")
+    book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out")
+    book.run_chapter(_fake_chapter(tmp_path), "ci", out=tmp_path / "out", cell_timeout=5)
+    assert given == [book.run.CELL_TIMEOUT, 90.0, 5]
+
+
+@pytest.mark.slow  # starts a kernel
+def test_a_cell_over_its_timeout_fails_the_chapter(tmp_path):
+    chapter = _fake_chapter(tmp_path)
+    nb = nbformat.read(str(chapter.notebook), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import time\ntime.sleep(600)"))
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(nb, str(chapter.notebook))
+    report = book.run_chapter(chapter, "ci", out=tmp_path / "out", cell_timeout=2)
+    assert report.status == "failed" and "a cell ran over its 2 s timeout" in report.message, report
+    assert not (tmp_path / "out" / "fake.ipynb").exists()
+
+
+def test_a_hung_jb_build_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "jb").write_text("#!/bin/sh\necho building\nsleep 600\n")
+    (fake / "jb").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake / "python"))  # jb_build runs the jb beside the interpreter
+    with pytest.raises(TimeoutError, match=r"jb build did not finish within 1 s.*build\.log"):
+        book.site.jb_build(tmp_path / "source", tmp_path / "work", tmp_path / "build.log", timeout=1)
+    assert "building" in (tmp_path / "build.log").read_text()

@@ -74,6 +74,8 @@ def test_config_enables_sphinx_exercise():
     assert "sphinx_exercise" in config["sphinx"]["extra_extensions"]
 
 
+@pytest.mark.slow  # jb build
+@pytest.mark.timeout(900)
 def test_exercise_syntax_builds_without_warnings_and_folds_solutions(tiny_book):
     for name in ("alpha", "beta"):
         page = (tiny_book / f"{name}.html").read_text()
@@ -97,6 +99,8 @@ def test_exercise_syntax_builds_without_warnings_and_folds_solutions(tiny_book):
         assert soup.select_one('a.reference[href*="glossary.html#term-LSI"]') is not None
 
 
+@pytest.mark.slow  # jb build (the same tiny book)
+@pytest.mark.timeout(900)
 def test_solutions_are_printed_unfolded(tiny_book):
     """A printed page (make pdf, or a browser's print) shows the solutions."""
     css = (book.REPO / "book" / "_ext" / "static" / "offline_book_print.css").read_text()

@@ -209,6 +209,8 @@ def test_take_it_away_commands_reproduce_the_parameters(tmp_path):
     assert "CIFAR-10 (Krizhevsky 2009)" in text and "no estimate stated" in text
 
 
+@pytest.mark.slow  # papermill
+@pytest.mark.timeout(900)
 def test_runner_shows_progress_publishes_and_keeps_noise_off_the_page(tmp_path, capsys):
     import book_fixture
 

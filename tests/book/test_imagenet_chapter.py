@@ -20,6 +20,8 @@ from fixtures_data import jpeg
 from lsi import book
 from lsi.data.images import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # papermill runs the chapter at ci
+
 PER_CLASS = {"train": 12, "val": 2}
 
 

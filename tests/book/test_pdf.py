@@ -20,9 +20,7 @@ import pytest
 import yaml
 
 from lsi.book import pdf
-
-needs_chromium = pytest.mark.skipif(not pdf.CHROMIUM.exists(),
-                                    reason="Debian chromium is not installed (apt-get install -y chromium)")
+from prerequisites import require
 
 
 def test_toc_docnames_are_in_reading_order():
@@ -78,10 +76,16 @@ def _render(pdf_path, first: int, last: int, folder, dpi: int = 40) -> list[np.n
     return [np.asarray(Image.open(p)) for p in sorted(folder.glob(f"p{first}-*.png"))]
 
 
+@pytest.fixture(scope="session")
+def printing_tools() -> None:
+    """Chromium prints, pdftoppm renders; session-scoped so that it is checked before ``ci_book`` runs."""
+    require(pdf.CHROMIUM.exists(), "Debian chromium is not installed (apt-get install -y chromium)")
+    require(shutil.which("pdftoppm"), "poppler-utils (pdftoppm) is not installed (apt-get install -y poppler-utils)")
+
+
 @pytest.mark.slow
-@needs_chromium
-@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (pdftoppm) is not installed")
-def test_pdf_of_the_ci_book_has_every_page_and_visible_figures(ci_book, tmp_path):
+@pytest.mark.timeout(3600)  # the ci_book fixture runs every chapter at ci when this test comes first
+def test_pdf_of_the_ci_book_has_every_page_and_visible_figures(printing_tools, ci_book, tmp_path):
     from pypdf import PdfReader
 
     assert ci_book.html is not None, "a chapter failed at ci; see test_book.py"

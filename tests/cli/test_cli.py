@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import lsi
 from core_data import blobs
@@ -26,6 +27,19 @@ def test_compute_writes_a_table_with_metadata(features_file, tmp_path, capsys):
     table = lsi.load_table(out)
     assert len(table) == 40 and table.attrs["lsi"]["data"]["source"] == str(features_file)
     assert "most informative" in capsys.readouterr().out
+
+
+def test_threads_apply_to_the_run_and_are_restored_after_it(features_file, tmp_path, capsys):
+    """``--threads`` governs the run (recorded in the table) and the caller's count is back afterwards,
+    also when the run fails."""
+    before = torch.get_num_threads()
+    asked = 1 if before != 1 else 2
+    out = tmp_path / "R.parquet"
+    assert _run("compute", "--features", features_file, "--threads", asked, "--out", out, "--quiet") == 0
+    assert lsi.load_table(out).attrs["lsi"]["execution"]["threads"] == asked
+    assert torch.get_num_threads() == before
+    assert _run("compute", "--features", tmp_path / "missing.npz", "--threads", asked, "--out", out) == 2
+    assert torch.get_num_threads() == before
 
 
 def test_components_score_the_principal_components(features_file, tmp_path):
@@ -170,6 +184,7 @@ def test_sui_measure_through_the_same_command(features_file, tmp_path):
     assert len(table) == 10 and (table["sui_weight"] >= 0).all()
 
 
+@pytest.mark.slow  # 3-7 min here under load (issue 23: make test-fast stays short)
 def test_smooth_mlp_activation_from_the_command_line(features_file, tmp_path):
     out = tmp_path / "R.parquet"
     assert _run("compute", "--features", features_file, "--probe", "mlp", "--hidden", "3", "--activation", "gelu",
@@ -180,6 +195,7 @@ def test_smooth_mlp_activation_from_the_command_line(features_file, tmp_path):
                 "--quiet") == 2  # ReLU with the converged default is refused with a message
 
 
+@pytest.mark.slow  # 3-7 min here under load (issue 23: make test-fast stays short)
 def test_a_corrupted_dataset_is_scored_with_its_marks(tmp_path, monkeypatch):
     monkeypatch.setenv("LSI_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "R.parquet"

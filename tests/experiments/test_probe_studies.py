@@ -181,6 +181,7 @@ def test_learnability_cost_counts_the_small_cnn_by_hand():
     assert cost.loc["small_cnn", "hours"] == pytest.approx(total / 2e12 / 3600, rel=1e-12)
 
 
+@pytest.mark.slow  # 3-7 min here under load (issue 23: make test-fast stays short)
 def test_score_probes_reports_why_a_tier_does_not_apply():
     """A GELU MLP with more parameters (2,410) than samples (40) on noise: the converged tier cannot certify
     its optimum, so score_probes returns the solver's reason for it and the linear probe's scores as they are."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from lsi.sui.dynamics import Time, coefficients
 from lsi.sui.loo import (downdate_inverse, loo_deltas, loo_deltas_dual_gd, loo_deltas_exact,
                          loo_deltas_schur)
 from lsi.sui.measures import LyapunovMetric
+from prerequisites import needs_cuda
 from lsi.sui.reference import flow_linearized, gd_linearized, loo_network_gd
 
 F64 = torch.float64
@@ -311,8 +311,7 @@ def test_sui_tracks_real_network_retraining():
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not os.environ.get("LSI_DATA"), reason="needs the offline mirrors (LSI_DATA)")
-def test_cifar10_mirror_pixels():
+def test_cifar10_mirror_pixels(mirrors):
     """Real CIFAR-10 rows (8x8 pixels, cat vs dog) through the features path."""
     from lsi.data import load_dataset
     ds = load_dataset("cifar10", "train", limit=400, seed=0)
@@ -325,7 +324,7 @@ def test_cifar10_mirror_pixels():
     assert list(df["id"]) == list(ds.ids[rows])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@needs_cuda
 def test_projection_is_the_same_on_cuda_and_cpu(problem):
     model, x = problem["model"], problem["x"]
     cpu = linearize(model, x, projection_dim=50, seed=5)
