@@ -44,8 +44,9 @@ from lsi.book.pages import add_take_it_away, time_to_learn, write_explorer_page
 from lsi.book.profiles import (PROFILES, PROFILES_FILE, PUBLISHED, REPO, RESERVED, Chapter, data_dir,
                                load_chapters, missing_data, notebook_parameters, parse_overrides)
 from lsi.book.reproduction import reproduce
-from lsi.book.run import (DirtyTreeError, RunReport, check_clean_tree, error_cells, read_runs, record_run,
-                          run_book, run_chapter, run_stale, strip_noise)
+from lsi.book.records import read_runs, record_run
+from lsi.book.run import (DirtyTreeError, RunReport, check_clean_tree, error_cells, run_book, run_chapter, run_stale,
+                          strip_noise)
 from lsi.book.site import build_site, jb_build, teaching_substitutions
 
 __all__ = ["Chapter", "DirtyTreeError", "Freshness", "adopt", "freshness", "reproduce", "run_stale", "PROFILES", "PROFILES_FILE", "PUBLISHED", "REPO", "RESERVED", "RunReport", "add_take_it_away", "build_site", "check_clean_tree", "data_dir", "error_cells", "jb_build", "load_chapters", "missing_data", "notebook_parameters", "parse_overrides", "publish_scores", "read_runs", "record_run", "run_book", "run_chapter", "strip_noise", "teaching_substitutions", "time_to_learn", "write_explorer_page"]

@@ -180,7 +180,7 @@ class Freshness:
 
 def freshness(chapter: Chapter, profile: str, chapters_dir: str | Path = PUBLISHED) -> Freshness:
     """Compare the fingerprint recorded for the executed chapter in ``chapters_dir`` with today's."""
-    from lsi.book.run import read_runs
+    from lsi.book.records import read_runs
 
     record = read_runs(data_dir(chapters_dir) / chapter.name).get(profile) or {}
     commit = record.get("commit", "")
@@ -204,7 +204,7 @@ def adopt(chapter: Chapter, profile: str = "book", chapters_dir: str | Path = PU
     it, and how many of the executed notebook's cells differ from today's source notebook. Returns a line
     saying what was adopted.
     """
-    from lsi.book.run import read_runs, record_run
+    from lsi.book.records import read_runs, record_run
     from lsi.provenance import git_commit
 
     notebook = Path(chapters_dir) / f"{chapter.name}.ipynb"

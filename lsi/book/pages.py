@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from lsi.book.profiles import REPO, Chapter
-from lsi.book.run import read_runs
+from lsi.book.records import read_runs
 
 DATA_LICENSES = {
     "digits": "scikit-learn's copy of the UCI optical digits (CC BY 4.0; scikit-learn is BSD-3-Clause)",

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters, missing_data
+from lsi.book.records import read_runs
 
 OUT = REPO / "_build" / "reproduce"
 REPORT_JSON = "reproduction.json"
@@ -219,8 +220,6 @@ def _papermill(notebook: Path) -> dict[str, Any]:
 
 
 def _commit(notebook: Path, profile: str | None) -> str:
-    from lsi.book.run import read_runs
-
     return (read_runs(data_dir(notebook.parent) / notebook.stem).get(profile) or {}).get("commit", "")
 
 
@@ -283,8 +282,6 @@ class Report:
 def published_commits(chapters: dict[str, Chapter], profile: str,
                       chapters_dir: str | Path = PUBLISHED) -> dict[str, str]:
     """The commit each published chapter's run at ``profile`` recorded (``runs.json``), by chapter."""
-    from lsi.book.run import read_runs
-
     data = data_dir(chapters_dir)
     return {name: (read_runs(data / name).get(profile) or {}).get("commit", "not recorded")
             for name in chapters if (Path(chapters_dir) / f"{name}.ipynb").is_file()}
@@ -322,12 +319,12 @@ def reproduce(profile: str = "book", out: str | Path | None = None, chapters: di
     warning = commit_warning(commits)
     if warning:
         print(warning, flush=True)
-    expected = {name: (run.read_runs(data_dir(published) / name).get(profile) or {}).get("seconds")
+    expected = {name: (read_runs(data_dir(published) / name).get(profile) or {}).get("seconds")
                 for name in chapters}
     commit, start, results = git_commit(), time.perf_counter(), []
     for number, (name, chapter) in enumerate(chapters.items(), 1):
         reason = missing_data(chapter)
-        record = run.read_runs(data_dir(target) / name).get(profile) or {}
+        record = read_runs(data_dir(target) / name).get(profile) or {}
         done = (reason is None and (target / f"{name}.ipynb").is_file() and record.get("commit") == commit
                 and record.get("fingerprint") == fingerprint(chapter, profile))
         if progress:
@@ -365,7 +362,7 @@ def _progress(number: int, chapters: dict, name: str, expected: dict, elapsed: f
 
 def write_report(report: Report, out: str | Path) -> tuple[Path, Path]:
     """Write the report as ``out/data/reproduction.json`` and ``out/reproduction.md``; return both paths."""
-    from lsi.book.run import atomic_write_text
+    from lsi.book.records import atomic_write_text
 
     out = Path(out)
     record = out / "data" / REPORT_JSON

@@ -22,7 +22,7 @@ from lsi.book.fingerprint import freshness
 from lsi.book.pages import duration_words
 from lsi.book.profiles import Chapter, data_dir
 from lsi.book.reproduction import REPORT_JSON, commit_warning, report_markdown
-from lsi.book.run import read_runs
+from lsi.book.records import read_runs
 
 DISAGREEMENT_SECONDS = 600
 """``runs.json`` and the notebook's papermill record are said to disagree when their end times differ by

@@ -6,14 +6,14 @@ import os
 
 import pytest
 
-from lsi.book import run
+from lsi.book import records, run
 
 
 def _old_data(data):
     final = data / "alpha"
     final.mkdir(parents=True)
     (final / "scores.parquet").write_bytes(b"old scores")
-    run.record_run(final, {"book": {"seconds": 10.0, "commit": "old"}})
+    records.record_run(final, {"book": {"seconds": 10.0, "commit": "old"}})
     return final
 
 
@@ -40,7 +40,7 @@ def test_a_failed_runs_json_write_leaves_the_old_file(tmp_path, monkeypatch):
     before = (final / "runs.json").read_text()
     _failing_replace(monkeypatch, lambda src, dst: dst.endswith("runs.json"))
     with pytest.raises(OSError, match="simulated"):
-        run.record_run(final, {"book": {"seconds": 99.0}})
+        records.record_run(final, {"book": {"seconds": 99.0}})
     assert (final / "runs.json").read_text() == before
     assert sorted(p.name for p in final.iterdir()) == ["runs.json", "scores.parquet"]  # no temporary left
 
@@ -60,12 +60,12 @@ def test_a_crash_between_or_after_the_renames_is_recovered(tmp_path):
     final = _old_data(tmp_path)
     aside = tmp_path / ".replaced-alpha"
     os.replace(final, aside)  # killed between the two renames: the old folder aside, nothing in its place
-    run.recover_folder(final)
+    records.recover_folder(final)
     assert (final / "scores.parquet").read_bytes() == b"old scores" and not aside.exists()
     staging = _new_data(tmp_path)
     os.replace(final, aside)
     os.replace(staging / "alpha", final)  # killed after both renames, before the old folder was deleted
-    run.recover_folder(final)
+    records.recover_folder(final)
     assert (final / "scores.parquet").read_bytes() == b"new scores" and not aside.exists()
 
 

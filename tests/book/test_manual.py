@@ -1,7 +1,6 @@
 """The manual's generated numbers (lsi.book.manual): tables read from benchmark files, nothing typed by hand."""
 import json
 import re
-from pathlib import Path
 
 from lsi.book import manual
 from lsi.book.profiles import REPO
