@@ -71,7 +71,7 @@ def test_build_places_and_types_the_weights():
 
 
 def test_unknown_network_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="'mlp', 'small_cnn', 'resnet9', 'resnet18'"):
+    with pytest.raises(ValueError, match="'mlp', 'small_cnn', 'smooth_cnn', 'resnet9', 'resnet18'"):
         networks.build("vgg")
     with pytest.raises(ValueError, match="3 convolutions"):
         networks.build("small_cnn", width=(4, 8))

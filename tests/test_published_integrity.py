@@ -118,7 +118,7 @@ def test_the_mirror_path_is_recorded_relative_to_the_mirror(result, tmp_path, mo
     (tmp_path / "mirror").mkdir()
     assert published.portable({"source": f"mirror:{tmp_path}/mirror/cifar10/train.parquet"}) == \
         {"source": "mirror:cifar10/train.parquet"}
-    assert published.portable([f"{published.REPO}/book/data/x.parquet"]) == ["book/data/x.parquet"]
+    assert published.portable([f"{published.PROJECT.resolve()}/book/data/x.parquet"]) == ["book/data/x.parquet"]
 
 
 def test_migrate_rehashes_an_old_file_without_touching_its_rows_and_refuses_an_edited_one(result, tmp_path):

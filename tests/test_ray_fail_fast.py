@@ -1,18 +1,14 @@
 """``--ray ADDRESS`` fails fast (issue 23, item 6): an unreachable cluster before any feature extraction or
 full-data fit, a process joined to another cluster refused. No Ray cluster is started here."""
-import os
 import socket
 import types
 
 import numpy as np
 import pytest
 
-try:
-    import ray
-except ImportError:
-    if os.environ.get("CI"):  # CI installs the cluster extra: a missing Ray is a failure there, not a skip
-        raise
-    pytest.skip("needs the cluster extra (pip install -e '.[cluster]')", allow_module_level=True)
+from prerequisites import require_module
+
+ray = require_module("ray", "pip install -e '.[cluster]'", module_level=True)
 
 import lsi.cli.compute  # noqa: E402
 from core_data import blobs  # noqa: E402

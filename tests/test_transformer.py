@@ -161,6 +161,7 @@ def test_kron_algebra_equals_dense_algebra(fit):
         assert torch.allclose(ours, reference, rtol=1e-10, atol=0)
 
 
+@pytest.mark.slow  # the scores fixture: real leave-one-out fine-tunes (about 50 s)
 def test_fine_tune_and_leave_one_out_reach_the_tolerance(fit, scores):
     assert fit.grad_norm <= 1e-10
     truth = scores["truth"]
@@ -168,6 +169,7 @@ def test_fine_tune_and_leave_one_out_reach_the_tolerance(fit, scores):
     assert (truth["lsi"] > 0).all()
 
 
+@pytest.mark.slow  # the scores fixture: real leave-one-out fine-tunes (about 50 s)
 def test_kfac_estimate_agrees_with_the_dense_ggn_estimate(scores):
     """General case (KFAC is not exact): measured on this model Spearman 0.998, median relative
     error 1.9%, max 7.3%."""
@@ -178,6 +180,7 @@ def test_kfac_estimate_agrees_with_the_dense_ggn_estimate(scores):
     assert relative.max() <= 0.1
 
 
+@pytest.mark.slow  # the scores fixture: real leave-one-out fine-tunes (about 50 s)
 def test_newton_step_estimates_the_real_leave_one_out_fine_tunes(scores):
     """Measured: dense-GGN step vs truth Spearman 0.999, median 2.3%, max 3.9%; KFAC step vs truth
     Spearman 0.996, median 2.6%; the diagonal step ranks (0.90) but is off by 80% in value."""
