@@ -138,7 +138,7 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
                 params: list[str] | None = None, projection_dim: int | None = None,
                 projection: str = "gaussian", indices: Any = None, seed: int = SUI["seed"], device: str = SUI["device"],
                 dtype: str = SUI["dtype"], batch_size: int = SUI["batch_size"],
-                memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
+                memory_budget: str | int = SUI["memory_budget"],
                 checkpoint: str | None = None, progress: bool = True, ids: Any = None,
                 executor: runner.Executor | None = None, on_nonfinite: str = "raise") -> pd.DataFrame:
     """Smooth unique information (Harutyunyan et al., ICLR 2021) of each training sample.
@@ -178,9 +178,8 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
         indices: which samples to score (all by default); ``checkpoint``: a
             folder where finished chunks are kept so a killed run resumes;
             ``executor``: who scores the chunks (:func:`lsi.runner.run`).
-        memory_budget, chunk_size: samples per chunk follow from the memory
-            budget (:mod:`lsi.runner`, shared with :func:`lsi.compute_lsi`);
-            ``chunk_size`` fixes the number instead.
+        memory_budget: samples per chunk follow from the memory budget (:mod:`lsi.runner`, shared with
+            :func:`lsi.compute_lsi`); a budget below one sample's need gives chunks of one.
         on_nonfinite: a sample whose SUI is NaN or inf is a
             :class:`lsi.validation.NonFiniteError` naming it (``"raise"``, default), or
             is kept and marked in a boolean column ``nonfinite`` (``"flag"``).
@@ -201,7 +200,7 @@ def compute_sui(model_or_features: torch.nn.Module | Any, labels: Any, *, inputs
                    batch_size=batch_size, started=started)
     return compute_sui_linearized(train, labels, heldout=held, targets=targets, t=t, lr=lr, l2=l2,
                                   time=time, sigma=sigma, lyapunov=lyapunov, indices=indices,
-                                  device=device, memory_budget=memory_budget, chunk_size=chunk_size,
+                                  device=device, memory_budget=memory_budget,
                                   checkpoint=checkpoint, progress=progress, ids=ids, context=context,
                                   executor=executor, on_nonfinite=on_nonfinite)
 
@@ -210,7 +209,7 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
                            targets: Any = None, t: float = math.inf, lr: float | None = None,
                            l2: float = SUI["l2"], time: str = SUI["time"], sigma: float = SUI["sigma"],
                            lyapunov: bool = False, indices: Any = None, device: str = SUI["device"],
-                           memory_budget: str | int = SUI["memory_budget"], chunk_size: int | None = None,
+                           memory_budget: str | int = SUI["memory_budget"],
                            checkpoint: str | None = None, progress: bool = True, ids: Any = None,
                            context: dict | None = None, executor: runner.Executor | None = None,
                            on_nonfinite: str = "raise") -> pd.DataFrame:
@@ -269,7 +268,7 @@ def compute_sui_linearized(train: Linearization, labels: Any, *, heldout: Linear
             table["sui_weight_lyapunov"] = metric(deltas).cpu().numpy()
         return table
 
-    size = chunk_size or runner.chunk_size(fit.bytes_per_sample(), memory_budget)
+    size = runner.chunk_size(fit.bytes_per_sample(), memory_budget)
     result = runner.run(positions, score, size=size, identity=identity, checkpoint=checkpoint,
                         progress=progress, desc="SUI", executor=executor, on_nonfinite=on_nonfinite,
                         finite=("sui_weight", "sui_functional", *(("sui_weight_lyapunov",) if lyapunov else ())))

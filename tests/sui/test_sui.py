@@ -209,12 +209,12 @@ def test_parameter_subset_and_projection(problem):
 def test_features_path_checkpoint_resumes(tmp_path):
     gen = np.random.default_rng(0)
     features, labels = gen.normal(size=(30, 4)), np.arange(30) % 3
-    kwargs = dict(probe="mlp", hidden=5, l2=0.1, progress=False, chunk_size=8)
+    kwargs = dict(probe="mlp", hidden=5, l2=0.1, progress=False, memory_budget=1)   # chunks of one sample
     first = compute_sui(features, labels, indices=range(0, 16), checkpoint=tmp_path / "run", **kwargs)
-    assert len(list((tmp_path / "run").glob("chunk-*.parquet"))) == 2
+    assert len(list((tmp_path / "run").glob("chunk-*.parquet"))) == 16
     resumed = compute_sui(features, labels, checkpoint=tmp_path / "run", **kwargs)
     plain = compute_sui(features, labels, **kwargs)
-    assert len(list((tmp_path / "run").glob("chunk-*.parquet"))) == 4
+    assert len(list((tmp_path / "run").glob("chunk-*.parquet"))) == 30
     assert np.allclose(resumed["sui_weight"], plain["sui_weight"], rtol=1e-12)
     assert np.allclose(first["sui_weight"], plain["sui_weight"][:16], rtol=1e-12)
     assert set(plain.columns) >= {"index", "id", "label", "sui_weight", "sui_functional"}
