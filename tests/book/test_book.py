@@ -183,7 +183,7 @@ def test_worked_example_kl_matches_the_closed_form():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # the ci_book fixture runs all 16 chapters at ci (about 20 min cold on 2 cores)
+@pytest.mark.timeout(4500)  # the ci_book fixture runs all 17 chapters at ci; a hang guard within CI's 90 minutes
 def test_every_chapter_runs_at_ci_and_the_book_builds(ci_book):
     """``ci_book`` (tests/conftest.py) runs every chapter at ``ci`` and builds the site, once.
 
