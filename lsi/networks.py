@@ -362,28 +362,6 @@ def _objective(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tenso
     return (probe.ce(theta[None], X, Y)[0] * w).sum() / w.sum() + 0.5 * weight_decay * theta.dot(theta)
 
 
-def _preconditioned_cg(apply: Callable[[Tensor], Tensor], b: Tensor, precondition: Callable[[Tensor], Tensor], *,
-                       tol: float, max_iter: int) -> Tensor:
-    """Solve ``A x = b`` by conjugate gradients preconditioned with ``precondition ~ A^-1``; at non-positive
-    curvature (a non-convex region) it returns the iterate so far, or the preconditioned ``b`` if there is none."""
-    x, r = torch.zeros_like(b), b.clone()
-    z = precondition(r)
-    p, rz = z.clone(), r.dot(z)
-    for _ in range(max_iter):
-        Ap = apply(p)
-        curvature = p.dot(Ap)
-        if curvature <= 0:
-            return x if bool(x.any()) else z
-        alpha = rz / curvature
-        x, r = x + alpha * p, r - alpha * Ap
-        if float(r.norm()) <= tol:
-            break
-        z = precondition(r)
-        rz_new = r.dot(z)
-        p, rz = z + (rz_new / rz) * p, rz_new
-    return x
-
-
 def newton_pcg(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *, weight_decay: float,
                precondition: Callable[[Tensor], Tensor], tol: float, max_newton: int = 30,
                cg_iter: int = 50) -> tuple[Tensor, float]:
@@ -403,7 +381,7 @@ def newton_pcg(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tenso
         if norm <= tol or step_count == max_newton:  # the norm returned is always that of the theta returned
             break
         hvp = lambda v: probe.hvp(theta, X, Y, w, v[None])[0] / m + weight_decay * v
-        step = _preconditioned_cg(hvp, -g, precondition, tol=min(0.1, norm ** 0.5) * norm, max_iter=cg_iter)
+        step = training.preconditioned_cg(hvp, -g, precondition, tol=min(0.1, norm ** 0.5) * norm, max_iter=cg_iter)
         value, slope, t = _objective(probe, theta, X, Y, w, weight_decay), float(g @ step), 1.0
         if slope >= 0:  # not a descent direction: fall back on the preconditioned gradient
             step = -precondition(g)

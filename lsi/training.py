@@ -17,6 +17,7 @@ All solvers minimise, for each model b with sample weights ``w_b`` (0/1) and
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +104,28 @@ def _conjugate_gradient(apply, b: Tensor, tol: float, max_iter: int) -> Tensor:
             break
         p = r + (rr_new / rr) * p
         rr = rr_new
+    return x
+
+
+def preconditioned_cg(apply: Callable[[Tensor], Tensor], b: Tensor, precondition: Callable[[Tensor], Tensor], *,
+                       tol: float, max_iter: int) -> Tensor:
+    """Solve ``A x = b`` by conjugate gradients preconditioned with ``precondition ~ A^-1``; at non-positive
+    curvature (a non-convex region) it returns the iterate so far, or the preconditioned ``b`` if there is none."""
+    x, r = torch.zeros_like(b), b.clone()
+    z = precondition(r)
+    p, rz = z.clone(), r.dot(z)
+    for _ in range(max_iter):
+        Ap = apply(p)
+        curvature = p.dot(Ap)
+        if curvature <= 0:
+            return x if bool(x.any()) else z
+        alpha = rz / curvature
+        x, r = x + alpha * p, r - alpha * Ap
+        if float(r.norm()) <= tol:
+            break
+        z = precondition(r)
+        rz_new = r.dot(z)
+        p, rz = z + (rz_new / rz) * p, rz_new
     return x
 
 

@@ -58,7 +58,7 @@ from lsi import batching, runner
 from lsi.curvature import Diag, Full, Kron
 from lsi.defaults import LSI, PAPER
 from lsi.kl import kl_terms
-from lsi.training import SolverDoesNotApply
+from lsi.training import SolverDoesNotApply, preconditioned_cg
 from lsi.validation import check_choice, check_indices, check_labels, check_positive
 from lsi.enums import Hessian
 
@@ -384,30 +384,6 @@ def kron_solve(blocks: Sequence[tuple[Tensor, Tensor]], tau: Tensor, v: Tensor, 
 
 
 # --- the solver ---------------------------------------------------------------------------------------
-def _pcg(apply: Callable[[Tensor], Tensor], b: Tensor, precondition: Callable[[Tensor], Tensor], rtol: float,
-         max_iter: int) -> Tensor:
-    """Preconditioned CG for ``H x = b``, stopping at non-positive curvature (Steihaug)."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    z = precondition(r)
-    p, rz = z.clone(), r.dot(z)
-    for _ in range(max_iter):
-        Hp = apply(p)
-        curvature = p.dot(Hp)
-        if curvature <= 0:
-            return x if bool(x.any()) else z
-        alpha = rz / curvature
-        x += alpha * p
-        r -= alpha * Hp
-        if r.norm() <= rtol * b.norm():
-            break
-        z = precondition(r)
-        rz_new = r.dot(z)
-        p = z + (rz_new / rz) * p
-        rz = rz_new
-    return x
-
-
 @dataclass
 class Solution:
     theta: Tensor
@@ -428,7 +404,8 @@ def minimise(fine_tune: FineTune, theta: Tensor, w: Tensor, *, tol: float,
             return Solution(theta, norm, step)
         if step == max_iter:
             break
-        direction = _pcg(lambda v: fine_tune.hvp(theta, w, v), -g, precondition, min(0.1, norm ** 0.5), max_cg)
+        direction = preconditioned_cg(lambda v: fine_tune.hvp(theta, w, v), -g, precondition,
+                                      tol=min(0.1, norm ** 0.5) * float(g.norm()), max_iter=max_cg)
         value, slope, t = fine_tune.objective(theta, w), float(g.dot(direction)), 1.0
         resolution = 1e3 * torch.finfo(theta.dtype).eps * abs(float(value))
         while -slope * t > resolution and float(fine_tune.objective(theta + t * direction, w)) > float(value) + 1e-4 * t * slope:
