@@ -11,9 +11,8 @@ CHAPTERS = sorted((REPO / "book" / "chapters").glob("*.ipynb"))
 LOCAL_PATH = re.compile(r"(?<![\w.~$])/(?:root|home|work|tmp|Users|var/folders)/[^\s\"'<>)\]]*")
 """An absolute path under a home, work or temporary folder (a URL's path has a host before it)."""
 
-STALE = {"cifar10", "comparisons", "dataset_size", "imagenet_subsets", "imdb", "learnability", "pneumonia"}
-"""Chapters whose published outputs still show a local path; the code that printed it is fixed where
-it lives in a notebook (imdb's publish cell) and they are republished by the coordinator."""
+STALE: set[str] = set()
+"""Chapters whose published pages still show a local path (none: their paths were made relative)."""
 
 
 def local_paths(notebook: Path) -> list[tuple[int, str]]:
@@ -29,6 +28,7 @@ def local_paths(notebook: Path) -> list[tuple[int, str]]:
     for path in CHAPTERS])
 def test_no_executed_page_shows_a_local_path(notebook):
     assert local_paths(notebook) == []
+    assert not LOCAL_PATH.findall(json.dumps(json.loads(notebook.read_text())["metadata"]))  # papermill paths
 
 
 def test_the_pattern_finds_local_paths_and_spares_urls(tmp_path):
