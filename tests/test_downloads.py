@@ -92,6 +92,21 @@ def test_a_complete_extraction_is_used_without_the_network(served, monkeypatch):
     assert len(load_dataset("imagenette", "val")) == 4
 
 
+def test_a_folder_extracted_by_hand_in_the_official_layout_is_used_offline(tmp_path, monkeypatch):
+    folder = tmp_path / "imagenette" / "imagenette2-320"
+    for split in ("train", "val"):
+        for wnid in images.IMAGENETTE_WNIDS:
+            (folder / split / wnid).mkdir(parents=True)
+            (folder / split / wnid / "0.JPEG").write_bytes(b"x")
+    monkeypatch.setenv("LSI_DOWNLOADS", str(tmp_path))
+    monkeypatch.setenv("LSI_OFFLINE", "1")
+    assert len(load_dataset("imagenette", "val")) == len(images.IMAGENETTE_WNIDS)
+    (folder / "val" / sorted(images.IMAGENETTE_WNIDS)[0] / "0.JPEG").unlink()
+    (folder / "val" / sorted(images.IMAGENETTE_WNIDS)[0]).rmdir()  # a class missing: not the official layout
+    with pytest.raises(sources.SourceUnavailableError, match="or extract it there"):
+        load_dataset("imagenette", "val")
+
+
 def test_a_member_outside_the_folder_is_refused(tmp_path):
     archive_path = _tar(tmp_path / "evil.tgz", {"train/a/1.JPEG": b"x", "../escaped.txt": b"escaped"}, top="evil")
     with pytest.raises(tarfile.OutsideDestinationError):

@@ -12,7 +12,7 @@ from lsi.sui import compute_sui
 
 X, Y = blobs(24, 3, 3)
 LSI = dict(solver="newton-step", progress=False, memory_budget=10**9)
-SUI = dict(probe="linear", l2=1e-3, progress=False, chunk_size=100)
+SUI = dict(probe="linear", l2=1e-3, progress=False, memory_budget=10**9)
 
 
 def _lsi(checkpoint=None, **options):

@@ -169,16 +169,21 @@ def _folder_dataset(name: str, split: str, folder: Path, wnids: dict[str, str], 
                    images=[str(p) for p in files])
 
 
+def _extracted_by_hand(folder: Path, wnids: dict[str, str]) -> bool:
+    """True if ``folder`` holds the archive's layout, ``{train,val}/<wnid>/`` for every class, unpacked by the user."""
+    return all((folder / split / wnid).is_dir() for split in ("train", "val") for wnid in wnids)
+
+
 def _fastai_imagenet_subset(name: str, wnids: dict[str, str], split: str) -> Dataset:
     """An official fast.ai archive: downloaded and checked against its pinned SHA-256, extracted safely once."""
     archive = FASTAI_ARCHIVES[name]
     root = download_root() / name
     folder = root / archive.folder
-    if not (folder / COMPLETE).is_file():
+    if not ((folder / COMPLETE).is_file() or _extracted_by_hand(folder, wnids)):
         local = root / archive.name
         if not (local.is_file() and file_sha256(local) == archive.sha256):
             require_online(f"{name} ({split})", FASTAI_HOST,
-                           f"Download {archive.url} (SHA-256 {archive.sha256}) into {root}, or run once on a "
+                           f"Download {archive.url} (SHA-256 {archive.sha256}) into {root} (or extract it there), or run once on a "
                            f"machine with internet access, which downloads, checks and extracts it there (set "
                            f"LSI_DOWNLOADS to use another folder).")
         extract_once(fetch_archive(archive, root), archive, root)
