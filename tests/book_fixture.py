@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from lsi import book
-from lsi.book import chapter_data as publish
 
 CELLS = [
     ("profile = \"ci\"\nn_train = 200", ["parameters"]),
@@ -35,16 +34,21 @@ CELLS = [
 ]
 
 
-def fixture_chapter(folder: Path) -> book.Chapter:
+def write_notebook(path: Path, heading: str, cells: list[tuple[str, list[str]]]) -> Path:
+    """A notebook of one markdown ``heading`` and the code ``cells`` (source, tags), written to ``path``."""
     nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Fixture chapter\n\nA tiny chapter for the tests."))
-    for source, tags in CELLS:
+    nb.cells.append(nbformat.v4.new_markdown_cell(heading))
+    for source, tags in cells:
         cell = nbformat.v4.new_code_cell(source)
         cell.metadata["tags"] = tags
         nb.cells.append(cell)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = folder / "fixture_chapter.ipynb"
     nbformat.write(nb, str(path))
+    return path
+
+
+def fixture_chapter(folder: Path) -> book.Chapter:
+    path = write_notebook(folder / "fixture_chapter.ipynb", "# Fixture chapter\n\nA tiny chapter for the tests.", CELLS)
     return book.Chapter("cifar10", "Fixture", path, (), {"n_train": 200}, {},
                         paper_estimate="about 1 minute on one GPU (fixture)")
 

@@ -5,9 +5,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from core_data import blobs
 from prerequisites import require_mirrors
 
 
@@ -27,6 +29,15 @@ def no_leftover_torch_state():
 def mirrors() -> Path:
     """The offline data mirrors ``$LSI_DATA``: skip without them here, fail under ``CI=1`` (tests/prerequisites.py)."""
     return require_mirrors()
+
+
+@pytest.fixture
+def features_file(tmp_path) -> Path:
+    """40 samples of three 3-d blobs as ``lsi compute --features`` reads them: an ``.npz`` of features and labels."""
+    X, y = blobs(40, 3, 3)
+    path = tmp_path / "F.npz"
+    np.savez(path, features=X, labels=y)
+    return path
 
 
 @dataclass

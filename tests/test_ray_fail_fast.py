@@ -3,7 +3,6 @@ full-data fit, a process joined to another cluster refused. No Ray cluster is st
 import socket
 import types
 
-import numpy as np
 import pytest
 
 from prerequisites import require_module
@@ -11,7 +10,6 @@ from prerequisites import require_module
 ray = require_module("ray", "pip install -e '.[cluster]'", module_level=True)
 
 import lsi.cli.compute  # noqa: E402
-from core_data import blobs  # noqa: E402
 from lsi.cli import main  # noqa: E402
 from lsi.distributed import RayExecutor, check_cluster  # noqa: E402
 
@@ -21,14 +19,6 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture
-def features_file(tmp_path):
-    X, y = blobs(20, 3, 2)
-    path = tmp_path / "F.npz"
-    np.savez(path, features=X, labels=y)
-    return path
 
 
 def test_an_unreachable_address_is_an_error_before_the_features_are_read(features_file, tmp_path, capsys,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-import nbformat
 import pytest
 
+from book_fixture import write_notebook
 from lsi import book, claims
 from lsi.book import reproduction as reproduce
 from lsi.book import verdicts
@@ -25,15 +25,7 @@ CLAIMS_CHAPTER = [
 
 
 def claims_chapter(folder, profiles=None):
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Claims fixture"))
-    for source, tags in CLAIMS_CHAPTER:
-        cell = nbformat.v4.new_code_cell(source)
-        cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = folder / "claims_fixture.ipynb"
-    nbformat.write(nb, str(path))
+    path = write_notebook(folder / "claims_fixture.ipynb", "# Claims fixture", CLAIMS_CHAPTER)
     return book.Chapter("claimed", "Claims fixture", path, (), {"n": 400, "seed": 0}, profiles or {})
 
 

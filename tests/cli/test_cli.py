@@ -9,14 +9,6 @@ from core_data import blobs
 from lsi.cli import build_parser, main
 
 
-@pytest.fixture
-def features_file(tmp_path):
-    X, y = blobs(40, 3, 3)
-    path = tmp_path / "F.npz"
-    np.savez(path, features=X, labels=y)
-    return path
-
-
 def _run(*argv):
     return main([str(a) for a in argv])
 
