@@ -86,27 +86,6 @@ def _objective(probe, theta, X, Y, w, weight_decay) -> Tensor:
     return (w * ce).sum() / w.sum() + 0.5 * weight_decay * theta.dot(theta)
 
 
-def _conjugate_gradient(apply, b: Tensor, tol: float, max_iter: int) -> Tensor:
-    """Solve ``A x = b`` by CG, stopping early at non-positive curvature (Steihaug)."""
-    x = torch.zeros_like(b)
-    r, p = b.clone(), b.clone()
-    rr = r.dot(r)
-    for _ in range(max_iter):
-        Ap = apply(p)
-        curvature = p.dot(Ap)
-        if curvature <= 0:
-            return b if not bool(x.any()) else x
-        alpha = rr / curvature
-        x += alpha * p
-        r -= alpha * Ap
-        rr_new = r.dot(r)
-        if rr_new.sqrt() <= tol:
-            break
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
-
-
 def preconditioned_cg(apply: Callable[[Tensor], Tensor], b: Tensor, precondition: Callable[[Tensor], Tensor], *,
                        tol: float, max_iter: int) -> Tensor:
     """Solve ``A x = b`` by conjugate gradients preconditioned with ``precondition ~ A^-1``; at non-positive
@@ -147,8 +126,8 @@ def fit_optimum(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, *, weight_dec
         if norm <= tol:
             break
         hess = lambda v: probe.hvp(theta, X, Y, w, v[None])[0] / n + weight_decay * v
-        step = _conjugate_gradient(lambda v: hess(v) + mu * v, -g, tol=min(0.5, norm ** 0.5) * norm * 1e-2,
-                                   max_iter=500)
+        step = preconditioned_cg(lambda v: hess(v) + mu * v, -g, lambda v: v, tol=min(0.5, norm ** 0.5) * norm * 1e-2,
+                                 max_iter=500)
         predicted = -(g.dot(step) + 0.5 * step.dot(hess(step)))
         candidate = _objective(probe, theta + step, X, Y, w, weight_decay)
         if predicted <= 1e3 * torch.finfo(value.dtype).eps * abs(float(value)):  # below resolution: trust Newton
