@@ -427,24 +427,34 @@ def fit_certified(net: Network, inputs: Tensor, labels: Tensor, *, weight_decay:
     probe = GaussNewtonModule(model, model.head.out_features)
     theta = nn.utils.parameters_to_vector(params).detach()
     w = torch.ones(len(inputs), dtype=inputs.dtype, device=inputs.device)
-    grad_norm, newton_steps = math.inf, 0
-    while newton_steps < max_newton and grad_norm > tol:
-        factor = _gauss_newton_factor(probe, theta, inputs, labels, w, weight_decay)
-        precondition = lambda v, factor=factor: torch.cholesky_solve(v[:, None], factor)[:, 0]
-        refresh = min(REFRESH_EVERY, max_newton - newton_steps)
-        previous, (theta, grad_norm) = theta, newton_pcg(
-            probe, theta, inputs, labels, w, weight_decay=weight_decay, precondition=precondition, tol=tol,
-            max_newton=refresh)
-        newton_steps += refresh
-        if torch.equal(theta, previous):  # no step lowers L even with a fresh preconditioner: the float64 floor
-            break
+    theta, grad_norm, newton_steps = newton_refreshed(probe, theta, inputs, labels, w, weight_decay=weight_decay,
+                                                      tol=tol, max_newton=max_newton)
     return with_parameters(model, theta), {"grad_norm": grad_norm, "reached_tol": grad_norm <= tol,
                                            "lbfgs_steps": int(lbfgs_iterations), "newton_steps": newton_steps,
                                            "wall_time_s": time.perf_counter() - start}
 
 
+def newton_refreshed(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *,
+                     weight_decay: float, tol: float, max_newton: int) -> tuple[Tensor, float, int]:
+    """:func:`newton_pcg` on the objective weighted by ``w``, preconditioned by the Cholesky factor of its own
+    Gauss-Newton matrix at the current iterate, refactored every :data:`REFRESH_EVERY` steps, until
+    ``||grad L|| <= tol``, ``max_newton`` steps, or no step lowers ``L`` even with a fresh factor (the float64
+    floor). Returns ``(theta, ||grad L||, Newton steps taken)``."""
+    grad_norm, newton_steps = math.inf, 0
+    while newton_steps < max_newton and grad_norm > tol:
+        factor = _gauss_newton_factor(probe, theta, X, Y, w, weight_decay)
+        precondition = lambda v, factor=factor: torch.cholesky_solve(v[:, None], factor)[:, 0]
+        refresh = min(REFRESH_EVERY, max_newton - newton_steps)
+        previous, (theta, grad_norm) = theta, newton_pcg(
+            probe, theta, X, Y, w, weight_decay=weight_decay, precondition=precondition, tol=tol, max_newton=refresh)
+        newton_steps += refresh
+        if torch.equal(theta, previous):
+            break
+    return theta, grad_norm, newton_steps
+
+
 REFRESH_EVERY = 3
-"""Newton steps of :func:`fit_certified` between two Gauss-Newton preconditioners: far from the optimum the
+"""Newton steps of :func:`newton_refreshed` between two Gauss-Newton preconditioners: far from the optimum the
 curvature changes from step to step, near it one factor serves until the end."""
 
 
@@ -454,6 +464,23 @@ def _gauss_newton_factor(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: 
     ggn = probe.hessian(theta, X, Y, w) / w.sum()
     ggn.diagonal().add_(weight_decay)
     return torch.linalg.cholesky(ggn)
+
+
+def _solve_left_out(probe: GaussNewtonModule, theta_D: Tensor, X: Tensor, Y: Tensor, w: Tensor, *,
+                    weight_decay: float, tol: float, precondition: Callable[[Tensor], Tensor]) -> tuple[Tensor, float]:
+    """One left-out network from ``theta_D``: :func:`newton_pcg` preconditioned by the full-data factor downdated
+    for the sample (cheap, enough for most); one that stops short of ``tol`` (a sample whose removal moves the
+    network far) continues with :func:`newton_refreshed`, its own Gauss-Newton factor refreshed as it goes."""
+    theta, grad_norm = newton_pcg(probe, theta_D, X, Y, w, weight_decay=weight_decay, tol=tol,
+                                  precondition=precondition)
+    if grad_norm > tol:
+        theta, grad_norm, _ = newton_refreshed(probe, theta, X, Y, w, weight_decay=weight_decay, tol=tol,
+                                               max_newton=LEFT_OUT_REFRESHED_STEPS)
+    return theta, grad_norm
+
+
+LEFT_OUT_REFRESHED_STEPS = 30
+"""Newton steps with refreshed factors a left-out network gets after the downdated preconditioner leaves it short."""
 
 
 def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Sequence[int], *,
@@ -467,7 +494,8 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     (exact Hessian-vector products) to ``||grad L_{D\\i}|| <= tol``, preconditioned by
     the full-data Gauss-Newton matrix with the sample's own curvature removed
     (:class:`lsi.training.LeaveOneOutHessian`: one Cholesky factor for all samples, a
-    rank-C Woodbury downdate each). A network that stops short keeps its gradient
+    rank-C Woodbury downdate each); one left short of ``tol`` continues with its own Gauss-Newton factor
+    (:func:`_solve_left_out`). A network that still stops short keeps its gradient
     norm in ``grad_norm``: the verdict rules judge it (:func:`lsi.claims.converged`).
     The posteriors are the diagonal GGN Laplace of :func:`lsi.compute_lsi` with prior
     precision ``m * weight_decay``; ``lsi = KL`` between the left-out and the full-data
@@ -499,8 +527,8 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
         excluded = torch.as_tensor(rows, device=inputs.device)
         downdated = training.LeaveOneOutHessian(probe, theta_D, factor, inputs, excluded)
         w = training.loo_weights(n, excluded, dtype=inputs.dtype, device=inputs.device)
-        solved = [newton_pcg(probe, theta_D, inputs, labels, w[b], weight_decay=weight_decay, tol=tol,
-                             precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0])
+        solved = [_solve_left_out(probe, theta_D, inputs, labels, w[b], weight_decay=weight_decay, tol=tol,
+                                  precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0])
                   for b in range(len(rows))]
         theta = torch.stack([t for t, _ in solved])
         delta, grad_norm = theta - theta_D, np.array([g for _, g in solved])

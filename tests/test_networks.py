@@ -369,6 +369,26 @@ def test_certified_leave_one_out_lsi_equals_brute_force():
     assert err <= 1e-9 and err_last <= 1e-9  # measured 1.7e-11 and 3.7e-11 (solves to gradient norm 1e-10)
 
 
+def test_a_left_out_network_the_downdated_preconditioner_leaves_short_is_finished_with_its_own():
+    """A preconditioner that gives no direction (zero) leaves the first Newton solve where it started; the
+    refreshed Gauss-Newton factors then reach the tolerance and the same optimum as a solve with them alone."""
+    X, y = _images(8, seed=9)
+    lam, tol = 0.01, 1e-9
+    fitted, _ = networks.fit_certified(networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=3),
+                                       X, y, weight_decay=lam, tol=tol, lbfgs_steps=200)
+    probe = networks.GaussNewtonModule(fitted, 3)
+    theta_D = torch.nn.utils.parameters_to_vector(fitted.parameters()).detach()
+    w = training.loo_weights(len(X), torch.tensor([2]), dtype=X.dtype, device="cpu")[0]
+    useless = torch.zeros_like
+    stuck, stuck_norm = networks.newton_pcg(probe, theta_D, X, y, w, weight_decay=lam, tol=tol, precondition=useless)
+    assert stuck_norm > 1e3 * tol and torch.equal(stuck, theta_D)  # the first solve alone does not move
+    theta, norm = networks._solve_left_out(probe, theta_D, X, y, w, weight_decay=lam, tol=tol, precondition=useless)
+    reference, reference_norm, _ = networks.newton_refreshed(probe, theta_D, X, y, w, weight_decay=lam, tol=tol,
+                                                             max_newton=30)
+    assert norm <= tol and reference_norm <= tol
+    assert float((theta - reference).norm() / (theta - theta_D).norm()) <= 1e-6
+
+
 def test_leave_one_out_lsi_reports_networks_that_stop_short():
     """A tolerance below the float64 floor is not reached: grad_norm says so instead of an error."""
     X, y = _images(6, seed=8)
