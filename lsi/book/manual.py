@@ -140,6 +140,21 @@ def _networks(data: dict) -> str:
         ("largest parameter difference", lambda r: r["max_abs_parameter_difference"])])
 
 
+def _transformer(data: dict) -> str:
+    estimate, real = data["estimate"], data["real_fine_tune"]
+    agreement = data["agreement_on_refits"]
+    return markdown_table([estimate, real], [
+        ("how", lambda r: r["how"]), ("samples", lambda r: r["samples"]), ("total (s)", lambda r: r["total_s"]),
+        ("seconds per sample", lambda r: r["seconds_per_sample"])]) + (
+        f"\nSpeed-up per sample: {number(data['speedup_per_sample'])}x. On the refitted samples the estimate "
+        f"agrees with the real fine-tunes at Spearman {number(agreement['spearman'])}, median relative error "
+        f"{number(agreement['median_rel_error'])}; largest gradient norm of a real fine-tune "
+        f"{number(real['max_grad_norm'])}. Shared by both: caching the activations "
+        f"{number(data['shared']['cache_activations_s'])} s, the full-data fine-tune "
+        f"{number(data['shared']['full_data_fine_tune_s'])} s. Problem: {data['problem']['data']}, "
+        f"{data['problem']['trained']}, {number(data['problem']['parameters'])} trained parameters.\n")
+
+
 def _ray(data: dict) -> str:
     return markdown_table([data], [
         ("n", lambda r: r["n"]), ("d", lambda r: r["d"]), ("workers", lambda r: r["workers"]),
@@ -173,6 +188,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "perf_extractors": ("extractors.json", _extractors),
     "perf_loo": ("loo.json", _loo),
     "perf_networks": ("networks.json", _networks),
+    "perf_transformer": ("transformer.json", _transformer),
     "perf_ray": ("ray.json", _ray),
     "perf_full_scale": ("full_scale_estimate.json", _full_scale),
     "perf_book": ("book.json", _book),
