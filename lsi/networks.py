@@ -467,13 +467,15 @@ def _gauss_newton_factor(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: 
 
 
 def _solve_left_out(probe: GaussNewtonModule, theta_D: Tensor, X: Tensor, Y: Tensor, w: Tensor, *,
-                    weight_decay: float, tol: float, precondition: Callable[[Tensor], Tensor]) -> tuple[Tensor, float]:
+                    weight_decay: float, tol: float, precondition: Callable[[Tensor], Tensor],
+                    refresh: bool = True) -> tuple[Tensor, float]:
     """One left-out network from ``theta_D``: :func:`newton_pcg` preconditioned by the full-data factor downdated
-    for the sample (cheap, enough for most); one that stops short of ``tol`` (a sample whose removal moves the
-    network far) continues with :func:`newton_refreshed`, its own Gauss-Newton factor refreshed as it goes."""
+    for the sample (cheap, enough for most); with ``refresh``, one that stops short of ``tol`` (a sample whose
+    removal moves the network far) continues with :func:`newton_refreshed`, its own Gauss-Newton factor
+    refreshed as it goes (a dense factorisation every few steps: worth it only from a certified ``theta_D``)."""
     theta, grad_norm = newton_pcg(probe, theta_D, X, Y, w, weight_decay=weight_decay, tol=tol,
                                   precondition=precondition)
-    if grad_norm > tol:
+    if refresh and grad_norm > tol:
         theta, grad_norm, _ = newton_refreshed(probe, theta, X, Y, w, weight_decay=weight_decay, tol=tol,
                                                max_newton=LEFT_OUT_REFRESHED_STEPS)
     return theta, grad_norm
@@ -494,8 +496,8 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     (exact Hessian-vector products) to ``||grad L_{D\\i}|| <= tol``, preconditioned by
     the full-data Gauss-Newton matrix with the sample's own curvature removed
     (:class:`lsi.training.LeaveOneOutHessian`: one Cholesky factor for all samples, a
-    rank-C Woodbury downdate each); one left short of ``tol`` continues with its own Gauss-Newton factor
-    (:func:`_solve_left_out`). A network that still stops short keeps its gradient
+    rank-C Woodbury downdate each); if ``theta_D`` itself is within ``tol``, one left short of ``tol``
+    continues with its own Gauss-Newton factor (:func:`_solve_left_out`). A network that still stops short keeps its gradient
     norm in ``grad_norm``: the verdict rules judge it (:func:`lsi.claims.converged`).
     The posteriors are the diagonal GGN Laplace of :func:`lsi.compute_lsi` with prior
     precision ``m * weight_decay``; ``lsi = KL`` between the left-out and the full-data
@@ -528,7 +530,8 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
         downdated = training.LeaveOneOutHessian(probe, theta_D, factor, inputs, excluded)
         w = training.loo_weights(n, excluded, dtype=inputs.dtype, device=inputs.device)
         solved = [_solve_left_out(probe, theta_D, inputs, labels, w[b], weight_decay=weight_decay, tol=tol,
-                                  precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0])
+                                  precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0],
+                                  refresh=full_grad_norm <= tol)
                   for b in range(len(rows))]
         theta = torch.stack([t for t, _ in solved])
         delta, grad_norm = theta - theta_D, np.array([g for _, g in solved])
