@@ -159,6 +159,7 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
                          f"outside the repository's tracked files (executed notebook kept at {failed})")
     seconds = time.perf_counter() - start
     strip_noise(scratch)
+    portable_paths(scratch, chapter.notebook, target)
     os.chmod(scratch, 0o644)  # mkstemp creates files readable by the owner only
     _fsync_file(scratch)
     os.replace(scratch, target)
@@ -215,6 +216,22 @@ def strip_noise(notebook: str | Path) -> int:
             cell["outputs"] = kept
     nbformat.write(nb, str(notebook))
     return dropped
+
+
+def portable_paths(notebook: str | Path, source: Path, target: Path) -> None:
+    """Record papermill's input and output paths relative to the project (a file name outside it), so that
+    no published page names a folder of the machine it ran on."""
+    import nbformat
+
+    def portable(path: Path) -> str:
+        path = Path(path).resolve()
+        root = REPO.resolve()
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    record = nb.metadata.setdefault("papermill", {})
+    record["input_path"], record["output_path"] = portable(source), portable(target)
+    nbformat.write(nb, str(notebook))
 
 
 def _skip(chapter: Chapter, target: Path, reason: str) -> RunReport:

@@ -37,3 +37,19 @@ def test_the_pattern_finds_local_paths_and_spares_urls(tmp_path):
                       {"source": "/root/in/a/source/cell/is/not/output"}]}
     (tmp_path / "page.ipynb").write_text(json.dumps(page))
     assert local_paths(tmp_path / "page.ipynb") == [(0, "/work/main/book/data/x.parquet")]
+
+
+def test_the_runner_records_papermill_paths_relative_to_the_project(tmp_path):
+    import nbformat
+
+    from lsi.book import run
+    from lsi.book.profiles import REPO
+
+    scratch = tmp_path / ".scratch.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"input_path": str(REPO / "notebooks" / "x.ipynb"), "output_path": str(scratch)}
+    nbformat.write(nb, str(scratch))
+    run.portable_paths(scratch, REPO / "notebooks" / "x.ipynb", tmp_path / "elsewhere" / "x.ipynb")
+    record = json.loads(scratch.read_text())["metadata"]["papermill"]
+    assert record == {"input_path": "notebooks/x.ipynb", "output_path": "x.ipynb"}
+    assert not LOCAL_PATH.findall(json.dumps(record))
