@@ -212,7 +212,7 @@ def portable(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [portable(v, key) for v in value]
     if isinstance(value, str):
-        return _ABSOLUTE.sub(lambda match: match.group(1) + _relative_to_a_root(match.group(2)), value)
+        return _ABSOLUTE.sub(lambda match: match.group(1) + relative_to_a_root(match.group(2)), value)
     return json.loads(json.dumps(value, default=str))
 
 
@@ -220,7 +220,9 @@ _ABSOLUTE = re.compile(r"(^|[\s:=(\[,'\"])(/(?!/)[^\s:'\",)\]]+)")
 """An absolute path inside a string: at its start or after a separator (``mirror:/data/x``), never a URL's ``//``."""
 
 
-def _relative_to_a_root(path: str) -> str:
+def relative_to_a_root(path: str) -> str:
+    """``path`` relative to the project, the data mirror, the downloads or the feature cache (the first that
+    holds it), else its file name."""
     from .data.sources import data_root, download_root
     from .features.cache import cache_root
 

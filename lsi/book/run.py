@@ -218,20 +218,46 @@ def strip_noise(notebook: str | Path) -> int:
     return dropped
 
 
-def portable_paths(notebook: str | Path, source: Path, target: Path) -> None:
-    """Record papermill's input and output paths relative to the project (a file name outside it), so that
-    no published page names a folder of the machine it ran on."""
+LOCAL_PATH = re.compile(r"(?<![\w.~$])/(?:root|home|work|tmp|Users|var/folders)/[^\s\"'<>)\]]*")
+"""An absolute path under a home, work or temporary folder (a URL's path has a host before it)."""
+
+
+def portable_paths(notebook: str | Path, source: Path, target: Path) -> int:
+    """No published page names a folder of the machine it ran on: papermill's input and output paths are
+    recorded relative to the project, and every local path in a cell's output (:data:`LOCAL_PATH`, e.g. a
+    data set's ``mirror:/…/sst2/train.parquet``) becomes relative to the project, the data mirror, the
+    downloads or the feature cache (:func:`lsi.published.relative_to_a_root`). Returns the paths rewritten."""
     import nbformat
+
+    from lsi.published import relative_to_a_root
 
     def portable(path: Path) -> str:
         path = Path(path).resolve()
         root = REPO.resolve()
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
+    count = 0
+
+    def rewrite(value):
+        nonlocal count
+        if isinstance(value, str):
+            found = LOCAL_PATH.findall(value)
+            count += len(found)
+            return LOCAL_PATH.sub(lambda match: relative_to_a_root(match.group(0)), value) if found else value
+        if isinstance(value, list):
+            return [rewrite(v) for v in value]
+        if isinstance(value, dict):
+            return {k: rewrite(v) for k, v in value.items()}
+        return value
+
     nb = nbformat.read(str(notebook), as_version=4)
     record = nb.metadata.setdefault("papermill", {})
     record["input_path"], record["output_path"] = portable(source), portable(target)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell["outputs"] = [nbformat.from_dict(rewrite(dict(output))) for output in cell.get("outputs", [])]
     nbformat.write(nb, str(notebook))
+    return count
 
 
 def _skip(chapter: Chapter, target: Path, reason: str) -> RunReport:

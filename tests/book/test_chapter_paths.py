@@ -39,17 +39,27 @@ def test_the_pattern_finds_local_paths_and_spares_urls(tmp_path):
     assert local_paths(tmp_path / "page.ipynb") == [(0, "/work/main/book/data/x.parquet")]
 
 
-def test_the_runner_records_papermill_paths_relative_to_the_project(tmp_path):
+def test_the_runner_makes_paths_in_metadata_and_outputs_relative(tmp_path, monkeypatch):
     import nbformat
 
     from lsi.book import run
     from lsi.book.profiles import REPO
 
+    mirror = tmp_path / "mirror"
+    monkeypatch.setenv("LSI_DATA", str(mirror))
     scratch = tmp_path / ".scratch.ipynb"
     nb = nbformat.v4.new_notebook()
     nb.metadata["papermill"] = {"input_path": str(REPO / "notebooks" / "x.ipynb"), "output_path": str(scratch)}
+    cell = nbformat.v4.new_code_cell("print(ds.source)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"mirror:{mirror}/sst2/train.parquet\n"),
+                    nbformat.v4.new_output("display_data", data={"text/html": f"<td>{tmp_path}/x/y.bin</td>"})]
+    nb.cells.append(cell)
     nbformat.write(nb, str(scratch))
-    run.portable_paths(scratch, REPO / "notebooks" / "x.ipynb", tmp_path / "elsewhere" / "x.ipynb")
-    record = json.loads(scratch.read_text())["metadata"]["papermill"]
-    assert record == {"input_path": "notebooks/x.ipynb", "output_path": "x.ipynb"}
-    assert not LOCAL_PATH.findall(json.dumps(record))
+    assert run.portable_paths(scratch, REPO / "notebooks" / "x.ipynb", tmp_path / "elsewhere" / "x.ipynb") == 2
+    written = json.loads(scratch.read_text())
+    assert written["metadata"]["papermill"] == {"input_path": "notebooks/x.ipynb", "output_path": "x.ipynb"}
+    outputs = written["cells"][0]["outputs"]
+    text = lambda value: "".join(value) if isinstance(value, list) else value  # nbformat may split lines
+    assert text(outputs[0]["text"]) == "mirror:sst2/train.parquet\n"
+    assert text(outputs[1]["data"]["text/html"]) == "<td>y.bin</td>"
+    assert not LOCAL_PATH.findall(json.dumps(written))
