@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 test: install ## the whole suite, notebooks at the ci profile and the built book included (timeouts: pyproject.toml)
 	$(PY) -m pytest -q --durations=10
 
-test-fast: install ## the suite without what is marked slow: notebooks, jb build, the browser, the Ray cluster
+test-fast: install ## the suite without what is marked slow: notebooks, jb build, the browser, the Ray cluster, exact checks over 10 s
 	$(PY) -m pytest -q -m "not slow" --durations=10
 
 book: install ## re-execute the chapters whose notebook, parameters, lsi code or data changed, then build _build/html

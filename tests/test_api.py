@@ -71,6 +71,7 @@ def _relative_differences(values, exact):
     return np.abs(values - exact) / exact
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_tiers_agree_on_digits():
     """Measured on these 300 digits (pixels / 255, 10 classes): newton-step vs converged Spearman 0.99919,
     relative difference max 0.526, median 0.191; gd (1000 epochs, 40 samples) Spearman 0.99981, max 0.0099,
@@ -213,6 +214,7 @@ def test_null_sample_lsi_is_the_lsi_of_a_sample_without_gradient_or_curvature(pr
     assert (floor["cov_prior"] == 0) == (prior is not None)
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_float32_gd_is_close_to_float64():
     """gd tier on 40 of 300 digits, 1000 epochs; measured Spearman 1.0, relative difference max 0.0095, median 0.0017."""
     X, y = digits_subset(300)
@@ -231,6 +233,7 @@ def test_float32_second_order_tiers_are_refused_clearly(solver):
 
 
 # --- brute force for every tier and probe -------------------------------------------------------------------
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 @pytest.mark.parametrize("structure", ["full", "diag", "kfac"])
 @pytest.mark.parametrize("solver", ["converged", "newton-step"])
 def test_tier_lsi_equals_numpy_reference(structure, solver):
@@ -274,6 +277,7 @@ def test_single_sample_class_gets_its_lsi():
     assert table["lsi"].idxmax() == 7
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 @pytest.mark.parametrize("structure", ["full", "diag"])
 def test_mlp_gd_tier_equals_brute_force(structure):
     X, y = blobs(20, 3, 3, seed=5)
@@ -294,6 +298,7 @@ def test_mlp_gd_tier_equals_brute_force(structure):
     assert err <= 1e-13  # measured 4.4e-15 (full), 3.0e-15 (diag)
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 @pytest.mark.parametrize("structure", ["full", "diag"])
 def test_module_probe_end_to_end_equals_brute_force(structure):
     """A torch.nn.Module through compute_lsi (gd tier) against the authors' loop on that module."""

@@ -39,6 +39,7 @@ def _auroc(table, mask, method):
     return compare.detection(table[[method]], mask).loc[method, "auroc"]
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_lsi_column_is_compute_lsi_of_the_same_tier(flipped_problem):
     X, y, mask = flipped_problem
     table = compare.scores(X, y, ["lsi", "lsi:newton-step"])

@@ -69,6 +69,7 @@ def test_ggn_diagonal_is_the_brute_force_gauss_newton_matrix_diagonal():
     torch.testing.assert_close(con.ggn_diag(probe, theta, U, V, keep), torch.diagonal(G), rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_leave_one_pair_out_equals_retraining_on_the_reduced_set():
     U, V = _pairs(m=20)
     result = con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=[0, 5], tol=1e-10)
@@ -107,6 +108,7 @@ def test_cost_estimate_is_cubic():
     assert est["similarity_matrix_gib"] == pytest.approx(8e6 / 2 ** 30)
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_newton_step_tier_approximates_the_converged_solve():
     U, V = _pairs(m=60)
     exact = con.leave_one_pair_out(U.numpy(), V.numpy(), dim=3, pairs=range(0, 60, 6))
@@ -151,6 +153,7 @@ def test_leave_one_pair_out_resumes_from_a_checkpoint_and_carries_the_runners_id
     assert "memory_budget" not in identity and resumed.meta["n_params"] == con.ContrastiveProbe(5, 4, 3).n_params
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_heads_start_from_nn_linear_draws_and_leave_the_global_random_state_alone():
     torch.manual_seed(3)  # what the heads' start was built from before: the global generator, seeded
     old = [torch.nn.Linear(5, 3, dtype=torch.float64), torch.nn.Linear(4, 3, dtype=torch.float64)]

@@ -118,6 +118,7 @@ def _train_to_tolerance(net, X, y, tol, max_steps) -> tuple[torch.Tensor, int]:
     return _flat(net), step
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_tolerance_stops_each_model_as_it_would_alone():
     """Models leave the lockstep batch at their own step; each equals its own run to that tolerance."""
     X, y = _images(10, seed=1)
@@ -196,6 +197,7 @@ def _linear_network(n_in: int, n_classes: int, seed: int) -> networks.Network:
     return net
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 @pytest.mark.parametrize("solver, reference_solver, bound", [("gd", "gd", 1e-14), ("warm-start", "converged", 5e-8)])
 def test_network_path_reduced_to_a_linear_model_equals_the_linear_probe(solver, reference_solver, bound):
     """The generic module path (a Network with a flatten body) against the closed-form linear probe.
@@ -217,6 +219,7 @@ def test_network_path_reduced_to_a_linear_model_equals_the_linear_probe(solver, 
         assert bool((table["grad_norm"] <= 1e-9).all())
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_last_layer_lsi_on_frozen_features():
     """The last-layer variant: features of the fitted network, then the linear probe's converged tier;
     its LOO optima are those of a head-only network retrained on the same frozen features."""
@@ -334,6 +337,7 @@ def test_smooth_cnn_is_the_small_cnn_with_gelu_and_average_pooling():
     assert kinds == ["Conv2d", "GELU", "AvgPool2d"] * 3 + ["Flatten"]
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_certified_leave_one_out_lsi_equals_brute_force():
     """fit_certified + leave_one_out_lsi against independent exact-Newton solves of every objective and a
     50-digit diagonal-Laplace KL from dense Jacobians."""

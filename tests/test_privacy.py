@@ -97,6 +97,7 @@ def test_epsilon_is_opacus_rdp_of_the_gaussian_mechanism_at_rate_one():
     assert privacy.per_instance_kl(worst, sigma, clip)[0] == pytest.approx(steps / (2 * sigma ** 2))
 
 
+@pytest.mark.slow  # over 10 s: the exact check runs in `make test`
 def test_epsilon_of_a_weak_subsampled_mechanism_has_its_best_order_inside_the_grid():
     """The authors' accounting (rate 0.01) at the ci setting has its best order beyond opacus's 63: the grid
     reaches it (no warning), and a grid four times longer finds nothing better."""
