@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/transformer.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]  # another job on the cores slows both sides alike; the record says how busy they were
 
     sentences = load_dataset("sst2", "train", limit=args.n, seed=0)
     inputs, cache_s = timed(lambda: tr.minilm_inputs(sentences.texts, rank=args.rank, seed=0))
@@ -85,6 +87,7 @@ def main() -> None:
         "speedup_per_sample": (truth_s / len(truth)) / (estimate_s / len(estimate)),
         "agreement_on_refits": stats.agreement(paired, truth["lsi"]),
         "threads": torch.get_num_threads(),
+        "load_average_1min_at_start": load,
     }
     print(json.dumps(result, indent=1))
     atomic_write_bytes(args.out, json.dumps(result, indent=1).encode())

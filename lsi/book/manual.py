@@ -152,7 +152,8 @@ def _transformer(data: dict) -> str:
         f"{number(real['max_grad_norm'])}. Shared by both: caching the activations "
         f"{number(data['shared']['cache_activations_s'])} s, the full-data fine-tune "
         f"{number(data['shared']['full_data_fine_tune_s'])} s. Problem: {data['problem']['data']}, "
-        f"{data['problem']['trained']}, {number(data['problem']['parameters'])} trained parameters.\n")
+        f"{data['problem']['trained']}, {number(data['problem']['parameters'])} trained parameters; load average "
+        f"at start {number(data.get('load_average_1min_at_start'))} on {data['threads']} threads.\n")
 
 
 def _ray(data: dict) -> str:
