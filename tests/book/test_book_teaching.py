@@ -118,11 +118,28 @@ def test_teaching_page_and_glossary_are_in_the_toc():
 
 
 def test_glossary_defines_the_terms_the_issue_asks_for():
-    text = (book.REPO / "book" / "glossary.md").read_text()
-    block = text.split("```{glossary}", 1)[1].split("\n```", 1)[0]
-    defined = {line.strip() for line in block.splitlines() if line and not line[0].isspace()}
+    defined = _glossary_terms()
     missing = [term for term in GLOSSARY_TERMS if term not in defined]
     assert not missing, missing
+
+
+def _glossary_terms() -> set[str]:
+    text = (book.REPO / "book" / "glossary.md").read_text()
+    block = text.split("```{glossary}", 1)[1].split("\n```", 1)[0]
+    return {line.strip() for line in block.splitlines() if line and not line[0].isspace()}
+
+
+def test_every_term_role_in_the_notebooks_and_pages_is_defined_in_the_glossary():
+    """``{term}`X``` (or ``{term}`text <X>```) must name a glossary entry: Sphinx would fail the book build on it."""
+    defined = {term.lower() for term in _glossary_terms()}
+    sources = sorted((book.REPO / "notebooks").glob("*.ipynb")) + sorted((book.REPO / "book").glob("*.md"))
+    undefined = []
+    for path in sources:
+        for role in re.findall(r"\{term\}`([^`]+)`", path.read_text()):
+            target = re.sub(r"^.*<(.+)>$", r"\1", role)
+            if target.lower() not in defined:
+                undefined.append(f"{path.name}: {target}")
+    assert not undefined, undefined
 
 
 def test_teaching_page_tables_every_chapter_with_its_measured_run_time(tmp_path):
