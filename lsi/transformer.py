@@ -43,6 +43,7 @@ tolerance (the ground truth). Both go through :mod:`lsi.runner` and :mod:`lsi.kl
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -285,7 +286,9 @@ class FineTune:
         """KFAC-reduce of ``GGN_w(theta) = sum_j w_j J_j^T Lambda_j J_j`` from curvlinops, per block
         ``(A, G)`` with ``A = sum_j w_j a_j a_j^T`` and ``G = sum_j w_j G_j / sum w`` (type-2)."""
         try:
-            from curvlinops import KFACLinearOperator
+            with warnings.catch_warnings():  # its linear_operator dependency scripts a function at import
+                warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+                from curvlinops import KFACLinearOperator
         except ImportError as error:
             raise ImportError("hessian='kfac' for a fine-tuned transformer needs curvlinops: "
                               "pip install 'lsi[curvature]'.") from error

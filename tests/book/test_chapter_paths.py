@@ -1,15 +1,13 @@
-"""No executed page of the book shows a path of the machine it ran on (issue 25)."""
+"""No executed page of the book shows a path of the machine it ran on (issue 25), an error or a stderr block."""
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from lsi.book.profiles import REPO
+from lsi.book.run import LOCAL_PATH
 
 CHAPTERS = sorted((REPO / "book" / "chapters").glob("*.ipynb"))
-LOCAL_PATH = re.compile(r"(?<![\w.~$])/(?:root|home|work|tmp|Users|var/folders)/[^\s\"'<>)\]]*")
-"""An absolute path under a home, work or temporary folder (a URL's path has a host before it)."""
 
 STALE: set[str] = set()
 """Chapters whose published pages still show a local path (none: their paths were made relative)."""
@@ -29,6 +27,16 @@ def local_paths(notebook: Path) -> list[tuple[int, str]]:
 def test_no_executed_page_shows_a_local_path(notebook):
     assert local_paths(notebook) == []
     assert not LOCAL_PATH.findall(json.dumps(json.loads(notebook.read_text())["metadata"]))  # papermill paths
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[path.stem for path in CHAPTERS])
+def test_no_executed_page_shows_an_error_or_a_stderr_block(notebook):
+    """The browser test finds these on the built page too; this finds them in seconds, without a build."""
+    cells = json.loads(notebook.read_text())["cells"]
+    shown = [(number, output.get("text", output.get("ename", ""))[:200]) for number, cell in enumerate(cells)
+             for output in cell.get("outputs", [])
+             if output["output_type"] == "error" or output.get("name") == "stderr"]
+    assert shown == []
 
 
 def test_the_pattern_finds_local_paths_and_spares_urls(tmp_path):
