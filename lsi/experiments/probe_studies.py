@@ -17,7 +17,8 @@
 * :func:`score_probes` - LSI of one data set under several probes or tiers, with the reason
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
 * :func:`table1` and :func:`table1_claims` - the Spearman correlations of App. D's Table 1 with
-  bootstrap intervals, and their claim rows gated on the networks' convergence.
+  bootstrap intervals, and their claim rows gated on the networks' convergence;
+  :func:`certified_leave_one_out` - a smooth network's exact leave-one-out LSI, run only from a certified optimum.
 * :func:`lsi_subsets`, :func:`learnability`, :func:`seed_intervals`, :func:`by_subset` and
   :func:`learnability_cost` - low/mid/high-LSI subsets and a random one, the probe and pixel
   networks trained on each, their train and test accuracy across seeds (Sec. 4.3-4.4, Figs. 8-9, App. J).
@@ -77,24 +78,50 @@ TABLE1_CLAIMS = {("probe", "all parameters"): "LSI on the probe ranks samples li
 """Table 1's pairs as claims (App. D)."""
 
 
-def table1_claims(networks_: Mapping[str, tuple[Mapping, Any, str]], *, tol: float) -> list:
+def table1_claims(networks_: Mapping[str, tuple[Mapping | None, Any, str]], *, tol: float) -> list:
     """Claim rows of Table 1 for each network: ``{name: (table1 correlations, convergence, tier)}``.
 
     ``convergence`` is :func:`lsi.claims.converged` of the network's largest gradient norm at
     ``tol``: a network that has not converged gets "cannot tell", whatever its correlation.
-    Each row is judged by :func:`lsi.claims.correlates`; rows are ordered by pair, then network.
+    Correlations ``None`` (not measured: see :func:`certified_leave_one_out`) need a failed
+    ``convergence``, which is then the reason. Each row is judged by :func:`lsi.claims.correlates`;
+    rows are ordered by pair, then network.
     """
-    from lsi.claims import Claim, correlates
+    from lsi.claims import CANNOT_TELL, Claim, Verdict, correlates
 
     rows = []
     for pair, text in TABLE1_CLAIMS.items():
         for name, (found, convergence, tier) in networks_.items():
+            if found is None and convergence.holds:
+                raise ValueError(f"{name}: no correlations were measured although its networks converged.")
             gate = "every network within" if convergence.holds else convergence.why
+            verdict = (Verdict(CANNOT_TELL, convergence.why, rule="correlates") if found is None else
+                       correlates(found[pair], what=f"{pair[0]} and {pair[1]} LSI", requires=[convergence]))
             rows.append(Claim(claim=f"{text} (App. D, Table 1: Spearman {PAPER_TABLE1[pair]}); {name}.",
-                              ours=f"{found[pair]}; gradient tolerance {tol:g}: {gate}",
-                              verdict=correlates(found[pair], what=f"{pair[0]} and {pair[1]} LSI",
-                                                 requires=[convergence]), tier=tier))
+                              ours=f"{'not measured' if found is None else found[pair]}; "
+                                   f"gradient tolerance {tol:g}: {gate}", verdict=verdict, tier=tier))
     return rows
+
+
+def certified_leave_one_out(fitted: networks.Network, fit_info: Mapping, inputs: torch.Tensor,
+                            labels: torch.Tensor, indices: Sequence[int], *, weight_decay: float, tol: float,
+                            ids: Sequence | None = None, what: str = "the smooth CNNs"):
+    """Exact leave-one-out LSI of a smooth network (:func:`lsi.networks.leave_one_out_lsi`, with the head's
+    marginals as ``lsi_last_layer``), only from a certified full-data network.
+
+    Every left-out network is warm-started at ``theta_D``: when :func:`lsi.networks.fit_certified` did not
+    bring ``theta_D`` within ``tol`` (``fit_info["reached_tol"]``), no left-out network can be certified
+    either, and solving hundreds of them from there costs hours for numbers no rule may judge. Returns
+    ``(table or None, convergence)``: ``convergence`` is :func:`lsi.claims.converged` of the largest
+    gradient norm over every network solved (the full-data one alone when none is left out).
+    """
+    from lsi.claims import converged
+
+    if not fit_info["reached_tol"]:
+        return None, converged(fit_info["grad_norm"], tol=tol, what=f"{what} (the full-data network)")
+    table = networks.leave_one_out_lsi(fitted, inputs, labels, indices, weight_decay=weight_decay, tol=tol, ids=ids,
+                                       marginals={"last_layer": networks.head_parameters(fitted)})
+    return table, converged(table.attrs["lsi"]["max_grad_norm"], tol=tol, what=what)
 
 
 def nested_order(labels: Sequence[int], n_scored: int, *, seed: int = 0) -> np.ndarray:
