@@ -3,7 +3,7 @@
 ``--suite fast`` runs ``make test-fast`` here (the environment already installed). ``--suite full`` clones
 the current commit into a scratch folder with ``../shared`` beside it and runs ``.ci/run`` there, exactly what
 CI runs: under ``CI=1`` the virtual environment is created and installed from scratch (pip's download cache is
-used when present), then ``make test`` runs every chapter at ``ci`` and builds the book and opens it in a browser. Targets: at most 2 minutes for ``fast`` and 20 minutes for
+used when present) and the feature cache starts empty (``LSI_CACHE`` in the scratch folder), then ``make test`` runs every chapter at ``ci`` and builds the book and opens it in a browser. Targets: at most 2 minutes for ``fast`` and 20 minutes for
 ``full`` on the two cores. The record says how busy the machine was (load average before and after), the
 commit, pytest's summary line and its slowest tests. Result: ``benchmarks/results/tests_<suite>.json``.
 
@@ -57,8 +57,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         where = REPO if args.suite == "fast" else _clone(Path(scratch))
         command = ["make", "test-fast"] if args.suite == "fast" else ["bash", ".ci/run"]
+        env = os.environ.copy()
+        if args.suite == "full":  # a fresh machine: no features extracted yet
+            env["LSI_CACHE"] = str(Path(scratch) / "feature-cache")
         started = time.perf_counter()
-        result = subprocess.run(command, cwd=where, capture_output=True, text=True, env=os.environ.copy())
+        result = subprocess.run(command, cwd=where, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - started
     output = result.stdout.strip()
     record = {**run_record("cpu"), "command": " ".join(command) + (" in a fresh clone (install included)"
