@@ -172,6 +172,14 @@ def _book(data: dict) -> str:
         ("cores", lambda r: r["cores"])])
 
 
+def _tests(data: dict) -> str:
+    return markdown_table([data], [
+        ("command", lambda r: r["command"]), ("exit", lambda r: r["exit_code"]),
+        ("passed", lambda r: r["counts"].get("passed", 0)), ("failed", lambda r: r["counts"].get("failed", 0)),
+        ("wall time (s)", lambda r: r["seconds"]), ("target (s)", lambda r: r["target_seconds"]),
+        ("load before", lambda r: r["load_average_1min_before"])])
+
+
 def _full_scale(data: dict) -> str:
     return markdown_table(data["tiers"], [
         ("tier", lambda r: r["tier"]), ("FLOP", lambda r: float(r["flop"])),
@@ -193,6 +201,8 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "perf_ray": ("ray.json", _ray),
     "perf_full_scale": ("full_scale_estimate.json", _full_scale),
     "perf_book": ("book.json", _book),
+    "perf_tests_full": ("tests_full.json", _tests),
+    "perf_tests_fast": ("tests_fast.json", _tests),
 }
 """Substitution name -> (results file, renderer)."""
 
