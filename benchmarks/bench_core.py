@@ -95,9 +95,9 @@ def bench_tiers(X, y, check: int) -> dict:
     Xt, Yt = torch.tensor(X), torch.tensor(y)
     theta_D, _ = training.fit_optimum(probe, torch.zeros(probe.n_params, dtype=torch.float64), Xt, Yt,
                                       weight_decay=HYPER["weight_decay"], tol=1e-13)
-    factor = training.factor_hessian(probe, theta_D, Xt, Yt, weight_decay=HYPER["weight_decay"])
+    inverse = training.hessian_inverse(probe, theta_D, Xt, Yt, weight_decay=HYPER["weight_decay"])
     rows = np.random.default_rng(0).choice(len(X), size=check, replace=False)
-    loo = training.solve_leave_one_out(probe, theta_D, factor, Xt, Yt, torch.tensor(rows),
+    loo = training.solve_leave_one_out(probe, theta_D, inverse, Xt, Yt, torch.tensor(rows),
                                        weight_decay=HYPER["weight_decay"])
     errors = []
     for i, delta in zip(rows, loo.delta.numpy()):

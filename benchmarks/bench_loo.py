@@ -68,9 +68,9 @@ def main() -> None:
     Xt, Yt = torch.as_tensor(X), torch.as_tensor(y)
     theta_D, _ = training.fit_optimum(probe, probe.init(0, dtype=torch.float64, device="cpu"), Xt, Yt,
                                       weight_decay=wd)
-    factor = training.factor_hessian(probe, theta_D, Xt, Yt, weight_decay=wd)
+    inverse = training.hessian_inverse(probe, theta_D, Xt, Yt, weight_decay=wd)
     samples = np.linspace(0, n - 1, args.refits).astype(int)
-    loo = training.solve_leave_one_out(probe, theta_D, factor, Xt, Yt, torch.as_tensor(samples),
+    loo = training.solve_leave_one_out(probe, theta_D, inverse, Xt, Yt, torch.as_tensor(samples),
                                        weight_decay=wd, tol=1e-10)
     times, differences = [], []
     for row, i in enumerate(samples):

@@ -284,7 +284,7 @@ def null_sample_lsi(features: Any, labels: Any, *, weight_decay: float = PAPER["
     Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
     engine = _Engine(make_probe("linear", X.shape[1], C), Xt, torch.as_tensor(Y, device=device), options)
     n, lam = len(X), options["weight_decay"]
-    delta = torch.cholesky_solve((lam * engine.theta_D / (n - 1))[:, None], engine.solver.factor).T
+    delta = (lam * engine.theta_D / (n - 1))[None] @ engine.solver.inverse
     ones = torch.ones(1, n, dtype=torch.float64, device=device)
     P1 = curvature.precision("diag", engine.probe, engine.theta_D + delta, Xt, ones, engine._prior(n - 1, 1))
     mean, cov = kl_terms(engine.P0, P1, delta)

@@ -495,7 +495,7 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     warm-started at ``theta_D`` and solved by :func:`newton_pcg` on its own objective
     (exact Hessian-vector products) to ``||grad L_{D\\i}|| <= tol``, preconditioned by
     the full-data Gauss-Newton matrix with the sample's own curvature removed
-    (:class:`lsi.training.LeaveOneOutHessian`: one Cholesky factor for all samples, a
+    (:class:`lsi.training.LeaveOneOutHessian`: one inverse for all samples, a
     rank-C Woodbury downdate each); if ``theta_D`` itself is within ``tol``, one left short of ``tol``
     continues with its own Gauss-Newton factor (:func:`_solve_left_out`). A network that still stops short keeps its gradient
     norm in ``grad_norm``: the verdict rules judge it (:func:`lsi.claims.converged`).
@@ -514,7 +514,7 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     n = len(inputs)
     ones = torch.ones(1, n, dtype=inputs.dtype, device=inputs.device)
     full_grad_norm = float(training.objective_grad(probe, theta_D[None], inputs, labels, ones, weight_decay).norm())
-    factor = training.factor_hessian(probe, theta_D, inputs, labels, weight_decay=weight_decay)
+    inverse = training.hessian_inverse(probe, theta_D, inputs, labels, weight_decay=weight_decay)
     prior = lambda m, count: torch.full((count,), weight_decay * m, dtype=torch.float64, device=inputs.device)
     P0 = curvature.diag(probe, theta_D[None], inputs, ones, prior(n, 1))
     offsets = np.cumsum([0, *probe.sizes])
@@ -527,7 +527,7 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     for begin in range(0, len(indices), chunk):
         rows = indices[begin:begin + chunk]
         excluded = torch.as_tensor(rows, device=inputs.device)
-        downdated = training.LeaveOneOutHessian(probe, theta_D, factor, inputs, excluded)
+        downdated = training.LeaveOneOutHessian(probe, theta_D, inverse, inputs, excluded)
         w = training.loo_weights(n, excluded, dtype=inputs.dtype, device=inputs.device)
         solved = [_solve_left_out(probe, theta_D, inputs, labels, w[b], weight_decay=weight_decay, tol=tol,
                                   precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0],

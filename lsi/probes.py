@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 
 import torch
 from torch import Tensor
@@ -121,6 +122,14 @@ class Probe:
         S = softmax_sqrt(self.probabilities(theta[None], X)[0])
         return J.transpose(1, 2) @ S
 
+    def jacobian_products(self, theta: Tensor, X: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
+        """``A J_j^T`` ``(n, K, C)`` and ``J_j A J_j^T`` ``(n, C, C)`` for a symmetric ``(K, K)`` matrix ``A``,
+        ``J_j`` the Jacobian of sample j's logits: one GEMM of ``2 K^2 C`` FLOP per sample."""
+        Jt = self._jacobian(theta, X).transpose(1, 2)                                       # (n, K, C)
+        n, K, C = Jt.shape
+        AJ = (A @ Jt.permute(1, 0, 2).reshape(K, n * C)).view(K, n, C).permute(1, 0, 2)
+        return AJ, Jt.transpose(1, 2) @ AJ
+
     def ggn_diag(self, theta: Tensor, X: Tensor, w: Tensor, *, chunk: int = 256) -> Tensor:
         """Diagonal of the weighted GGN for every model, ``(B, K)``."""
         rows = []
@@ -163,9 +172,16 @@ class Probe:
         return vmap(one)(X, Y)
 
 
+def _softmax_(Z: Tensor, dim: int) -> Tensor:
+    """``softmax(Z)`` along ``dim`` in ``Z``'s own storage: no new array of ``Z``'s size (the passes over the data
+    hold ``n C B`` numbers, and a fresh allocation of that size costs as much as the arithmetic)."""
+    Z.sub_(Z.amax(dim, keepdim=True)).exp_()
+    return Z.div_(Z.sum(dim, keepdim=True))
+
+
 def _softmax_residual(Z: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
     """``w_j (softmax(z_j) - onehot(y_j))``: d CE / d logits, class axis 1, models last; in place."""
-    return torch.softmax(Z, 1).sub_(onehot).mul_(w)
+    return _softmax_(Z, 1).sub_(onehot).mul_(w)
 
 
 class LinearProbe(Probe):
@@ -174,6 +190,20 @@ class LinearProbe(Probe):
     def __init__(self, n_features: int, n_classes: int):
         self.n_features, self.n_classes = n_features, n_classes
         self.n_params = (n_features + 1) * n_classes
+        self._design_memo = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_design_memo": None}
+
+    def _design(self, X: Tensor, squared: bool = False) -> Tensor:
+        """``[X, 1]`` (``squared``: its elementwise square), kept for the last ``X`` seen while it is unchanged:
+        the passes over the training data then reuse one copy instead of building ``n (d + 1)`` numbers each."""
+        memo = self._design_memo
+        if memo is None or memo[0]() is not X or memo[1] != X._version:
+            memo = self._design_memo = (weakref.ref(X), X._version, {})
+        if squared not in memo[2]:
+            memo[2][squared] = self._design(X) ** 2 if squared else _augment(X)
+        return memo[2][squared]
 
     def init(self, seed, *, dtype, device):
         """PyTorch's default ``nn.Linear`` initialisation, drawn as ``torch.manual_seed(seed)`` would.
@@ -198,14 +228,14 @@ class LinearProbe(Probe):
 
     def _probabilities_ncb(self, theta: Tensor, Xa: Tensor) -> Tensor:
         """Softmax outputs in the GEMM's ``(n, C, B)`` layout, where the class reduction vectorises over models."""
-        return torch.softmax((Xa @ self._fold(theta)).view(len(Xa), self.n_classes, -1), 1)
+        return _softmax_((Xa @ self._fold(theta)).view(len(Xa), self.n_classes, -1), 1)
 
     def logits(self, theta, X):
         return (_augment(X) @ self._fold(theta)).view(len(X), self.n_classes, -1).permute(2, 0, 1)
 
     def grad(self, theta, X, Y, w):
         """``sum_j w_bj [x_j, 1] (p_bj - e_yj)^T`` for all models: two folded GEMMs and one in-place softmax pass."""
-        Xa = _augment(X)
+        Xa = self._design(X)
         Z = (Xa @ self._fold(theta)).view(len(X), self.n_classes, -1)
         onehot = torch.nn.functional.one_hot(Y, self.n_classes).to(Z.dtype)[:, :, None]
         R = _softmax_residual(Z, onehot, w.T[:, None, :].contiguous())
@@ -215,7 +245,7 @@ class LinearProbe(Probe):
         """One forward GEMM for both: ``R = w (P - onehot)`` gives the gradient, and the kept ``P`` gives
         ``sum_j w_bj [x_j, 1]^2 (p_bj - p_bj^2)`` for a boolean mask ``rows`` of the models with one more GEMM
         (called once: with every model, it overwrites ``P``)."""
-        Xa = _augment(X)
+        Xa = self._design(X)
         P = self._probabilities_ncb(theta, Xa)
         weights = w.T[:, None, :]
         onehot = torch.nn.functional.one_hot(Y, self.n_classes).to(P.dtype)[:, :, None]
@@ -227,18 +257,17 @@ class LinearProbe(Probe):
             every = bool(rows.all())                 # then P itself is overwritten: it is not needed again
             Q = P if every else P[:, :, rows]
             Q = Q.addcmul_(Q, Q, value=-1).mul_(weights if every else weights[:, :, rows])
-            return self._unfold((Xa * Xa).T @ Q.view(len(X), -1), Q.shape[2])
+            return self._unfold(self._design(X, squared=True).T @ Q.view(len(X), -1), Q.shape[2])
         return g, ggn_diag
 
     def ggn_diag(self, theta, X, w):
-        Xa = _augment(X)
-        P = self._probabilities_ncb(theta, Xa)
-        P = (P - P * P) * w.T[:, None, :]
-        return self._unfold((Xa * Xa).T @ P.view(len(X), -1), len(theta))
+        P = self._probabilities_ncb(theta, self._design(X))
+        P = P.addcmul_(P, P, value=-1).mul_(w.T[:, None, :])
+        return self._unfold(self._design(X, squared=True).T @ P.view(len(X), -1), len(theta))
 
     def ggn_vp(self, theta, X, w, V):
         """``J^T diag(w) Lambda J V`` with ``J v = [x, 1] V_mat``: two GEMMs over all of ``V``."""
-        Xa = _augment(X)
+        Xa = self._design(X)
         p = self._probabilities_ncb(theta[None], Xa)                          # (n, C, 1)
         JV = (Xa @ self._fold(V)).view(len(X), self.n_classes, -1)            # (n, C, r)
         R = (p * JV - p * (p * JV).sum(1, keepdim=True)) * w[:, None, None]
@@ -252,6 +281,17 @@ class LinearProbe(Probe):
         p = self.probabilities(theta[None], X)[0]
         return (_augment(X)[:, :, None, None] * softmax_sqrt(p)[:, None]).reshape(len(X), -1, self.n_classes)
 
+    def jacobian_products(self, theta, X, A):
+        """With ``J_j^T = [x_j, 1] kron I_C``: ``A J_j^T = T_j^T`` where ``T_j = (J_j A)``, one GEMM of ``2 K^2``
+        FLOP per sample for all of them (``A`` symmetric), ``C`` times fewer than the generic product; then
+        ``(J_j A J_j^T)_{c c'} = sum_k [x_j, 1]_k (A J_j^T)_{(k, c), c'}``."""
+        Xa = _augment(X)
+        T = (Xa @ A.view(self.n_features + 1, -1)).view(len(X), self.n_classes, -1)      # (n, C, K)
+        AJ = T.transpose(1, 2)
+        JAJ = (Xa[:, None, :] @ AJ.reshape(len(X), -1, self.n_classes * self.n_classes)).view(
+            len(X), self.n_classes, self.n_classes)
+        return AJ, JAJ
+
     def kfac(self, theta, X, w):
         """One block: ``A = sum w_j x_j x_j^T``, ``G = sum w_j Lambda_j / sum w_j``."""
         Xa = _augment(X)
@@ -259,17 +299,25 @@ class LinearProbe(Probe):
         return [(Xa.T @ (w[:, None] * Xa), _mean_softmax_curvature(p, w))]
 
     def ggn_full(self, theta, X, w, *, chunk: int = 2048):
-        """Closed form ``sum_j w_j (x_j x_j^T) kron (diag p_j - p_j p_j^T)``; equals the CE Hessian."""
+        """Closed form ``sum_j w_j (x_j x_j^T) kron (diag p_j - p_j p_j^T)``; equals the CE Hessian.
+
+        Class block ``(c, c')`` is ``[X, 1]^T diag(w (p_c delta_cc' - p_c p_c')) [X, 1]``: the blocks ``c' >= c``
+        from one GEMM per class and ``chunk`` samples, the others by symmetry, ``n K^2 (C + 1) / 2C``
+        multiply-adds in all (a dense ``J^T Lambda J`` takes ``n K^2``)."""
         Xa = _augment(X)
-        d, C = Xa.shape[1], self.n_classes
+        k, C = Xa.shape[1], self.n_classes
         p = self.probabilities(theta[None], X)[0]
-        diag_part = torch.einsum("jk,jc,jl->kcl", Xa, w[:, None] * p, Xa)
-        total = torch.diag_embed(diag_part.permute(0, 2, 1)).permute(0, 2, 1, 3).reshape(d * C, d * C)
+        wp = w[:, None] * p
+        H = Xa.new_zeros(k, C, k, C)
         for start in range(0, len(X), chunk):
-            sl = slice(start, start + chunk)
-            Z = (Xa[sl, :, None] * (w[sl, None, None].sqrt() * p[sl, None, :])).reshape(-1, d * C)
-            total -= Z.T @ Z
-        return total
+            rows, P, WP = Xa[start:start + chunk], p[start:start + chunk], wp[start:start + chunk]
+            for c in range(C):
+                weights = -WP[:, c:c + 1] * P[:, c:]
+                weights[:, 0] += WP[:, c]
+                H[:, c, :, c:] += (rows.T @ (rows[:, :, None] * weights[:, None, :]).reshape(len(rows), -1)).view(k, k, -1)
+        for c in range(C - 1):
+            H[:, c + 1:, :, c] = H[:, c, :, c + 1:].permute(1, 2, 0)
+        return H.view(k * C, k * C)
 
     def hessian(self, theta, X, Y, w):
         return self.ggn_full(theta, X, w)

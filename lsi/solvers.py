@@ -124,7 +124,7 @@ class WarmStart(_FirstOrder):
 
 
 class _SecondOrder(LeaveOneOutSolver):
-    """``theta_D`` to gradient norm ``min(tol, 1e-12) / 10`` by Newton-CG, and the Cholesky factor of ``M``."""
+    """``theta_D`` to gradient norm ``min(tol, 1e-12) / 10`` by Newton-CG, and ``M^-1`` (through its Cholesky factor)."""
 
     first_order = False
 
@@ -132,7 +132,7 @@ class _SecondOrder(LeaveOneOutSolver):
         o = self.o
         theta, _ = training.fit_optimum(self.probe, self.theta0, self.X, self.Y,
                                         weight_decay=o["weight_decay"], tol=min(o["tol"], 1e-12) / 10)
-        self.factor = training.factor_hessian(self.probe, theta, self.X, self.Y, weight_decay=o["weight_decay"])
+        self.inverse = training.hessian_inverse(self.probe, theta, self.X, self.Y, weight_decay=o["weight_decay"])
         return theta
 
 
@@ -143,7 +143,7 @@ class Converged(_SecondOrder):
     _key = Solver.CONVERGED.value
 
     def leave_one_out(self, excluded: Tensor, w: Tensor, bar=None) -> tuple[Tensor, training.LeaveOneOut]:
-        loo = training.solve_leave_one_out(self.probe, self.theta_D, self.factor, self.X, self.Y, excluded,
+        loo = training.solve_leave_one_out(self.probe, self.theta_D, self.inverse, self.X, self.Y, excluded,
                                            weight_decay=self.o["weight_decay"], tol=self.o["tol"],
                                            ggn_diag=self.o["hessian"] == "diag")
         return self.theta_D + loo.delta, loo
@@ -165,7 +165,7 @@ class NewtonStep(_SecondOrder):
     _key = Solver.NEWTON_STEP.value
 
     def leave_one_out(self, excluded: Tensor, w: Tensor, bar=None) -> tuple[Tensor, training.LeaveOneOut]:
-        delta = training.newton_step(self.probe, self.theta_D, self.factor, self.X, self.Y, excluded,
+        delta = training.newton_step(self.probe, self.theta_D, self.inverse, self.X, self.Y, excluded,
                                      weight_decay=self.o["weight_decay"])
         loo = training.LeaveOneOut(delta, torch.full((len(excluded),), float("nan"), device=delta.device))
         return self.theta_D + delta, loo

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lsi.probes import Probe
+from lsi.probes import Probe, softmax_sqrt
 from lsi.validation import NonFiniteError
 
 
@@ -167,37 +167,49 @@ def loo_weights(n: int, excluded: Tensor, *, dtype, device) -> Tensor:
 
 
 class LeaveOneOutHessian:
-    """``H_{D\\i}(theta_D)^-1`` for a chunk of samples, by a rank-C Woodbury downdate.
+    """``H_{D\\i}(theta_D)^-1`` for a chunk of samples, by a rank-C Woodbury downdate of ``M^-1``.
 
     In mean form, with ``m = n - 1`` for every i,
 
-        H_{D\\i} = M - U_i U_i^T / m,    M = (1/m) sum_j H_j + lambda I = L L^T,
+        H_{D\\i} = M - U_i U_i^T / m,    M = (1/m) sum_j H_j + lambda I,
 
-    where ``U_i U_i^T = GGN_i`` (the sample's own curvature; its exact Hessian
-    for the linear probe). ``M`` is factorised once; with ``V_i = L^-1 U_i``
-    (one blocked triangular solve over all ``B C`` columns of the chunk) and the
-    ``C x C`` Cholesky factor ``R_i R_i^T = m I - V_i^T V_i``,
+    where ``U_i = J_i^T S_i`` (``J_i`` the Jacobian of the sample's logits, ``S_i S_i^T = diag p_i - p_i p_i^T``)
+    gives its own curvature ``U_i U_i^T = GGN_i`` (its exact Hessian for the linear probe). ``A = M^-1`` is
+    computed once (:func:`hessian_inverse`); with ``A J_i^T`` for the whole chunk in one GEMM
+    (:meth:`~lsi.probes.Probe.jacobian_products`), ``E_i = A U_i = (A J_i^T) S_i`` and the ``C x C`` Cholesky
+    factor ``R_i R_i^T = m I - S_i^T (J_i A J_i^T) S_i``,
 
-        H_{D\\i}^-1 v = L^-T (y + V_i (R_i R_i^T)^-1 V_i^T y),    y = L^-1 v,
+        H_{D\\i}^-1 g = A g + E_i (R_i R_i^T)^-1 E_i^T g,
 
-    two triangular solves over all right-hand sides at once, whatever ``C``.
+    one GEMM over all right-hand sides at once and ``O(K C)`` per sample, whatever ``C``. A right-hand side
+    ``c - J_i^T r_i / m`` (the first gradient, :func:`gradient_at_optimum`) needs no GEMM per sample at all.
     """
 
-    def __init__(self, probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, excluded: Tensor):
-        self.factor, self.m = factor, len(X) - 1
-        U = probe.sample_ggn_factor(theta_D, X[excluded])                # (B, K, C)
-        B, K, C = U.shape
-        V = torch.linalg.solve_triangular(factor, U.permute(1, 0, 2).reshape(K, B * C), upper=False)
-        self.V = V.view(K, B, C).permute(1, 0, 2)                        # (B, K, C), a view
-        eye = torch.eye(C, dtype=U.dtype, device=U.device)
-        self.core = torch.linalg.cholesky(self.m * eye - self.V.transpose(1, 2) @ self.V)
+    def __init__(self, probe: Probe, theta_D: Tensor, inverse: Tensor, X: Tensor, excluded: Tensor):
+        self.inverse, self.m = inverse, len(X) - 1
+        self.AJ, self.JAJ = probe.jacobian_products(theta_D, X[excluded], inverse)      # (B, K, C), (B, C, C)
+        self.S = softmax_sqrt(probe.probabilities(theta_D[None], X[excluded])[0])      # (B, C, C)
+        eye = torch.eye(self.S.shape[1], dtype=self.S.dtype, device=self.S.device)
+        self.core = torch.linalg.cholesky(self.m * eye - self.S.transpose(1, 2) @ self.JAJ @ self.S)
 
     def solve(self, g: Tensor, rows: Tensor) -> Tensor:
         """``H_{D\\i}^-1 g`` for the samples ``rows`` of the chunk, one row of ``g`` each."""
-        y = torch.linalg.solve_triangular(self.factor, g.T, upper=False).T             # (r, K)
-        V = self.V[rows]
-        z = torch.cholesky_solve(V.transpose(1, 2) @ y[..., None], self.core[rows])
-        return torch.linalg.solve_triangular(self.factor, y + (V @ z)[..., 0], upper=False, left=False)
+        AJ = self.AJ[rows]
+        return self._downdate(g @ self.inverse, (AJ.transpose(1, 2) @ g[..., None])[..., 0], AJ, rows)
+
+    def solve_at_optimum(self, common: Tensor, residual: Tensor) -> Tensor:
+        """``H_{D\\i}^-1 (c - J_i^T r_i / m)`` for every sample of the chunk: ``c`` shared ``(K,)``, ``r_i`` in
+        ``residual`` ``(B, C)``; one matrix-vector product with ``A`` in all."""
+        r = residual[..., None] / self.m
+        Ag = (common @ self.inverse)[None] - (self.AJ @ r)[..., 0]
+        JAg = (self.AJ.transpose(1, 2) @ common)[..., None] - self.JAJ @ r
+        return self._downdate(Ag, JAg[..., 0], self.AJ, torch.arange(len(r), device=r.device))
+
+    def _downdate(self, Ag: Tensor, JAg: Tensor, AJ: Tensor, rows: Tensor) -> Tensor:
+        """``A g + E_i (R_i R_i^T)^-1 E_i^T g`` from ``A g`` and ``J_i A g`` (``E_i^T g = S_i^T J_i A g``)."""
+        S = self.S[rows]
+        z = torch.cholesky_solve(S.transpose(1, 2) @ JAg[..., None], self.core[rows])
+        return torch.baddbmm(Ag[..., None], AJ, S @ z)[..., 0]
 
 
 ANDERSON_MEMORY = 5
@@ -243,15 +255,19 @@ class AndersonMixing:
 
 
 def gradient_at_optimum(probe: Probe, theta_D: Tensor, X: Tensor, Y: Tensor, excluded: Tensor,
-                        weight_decay: float) -> Tensor:
-    """``grad L_{D\\i}(theta_D) = (sum_j grad CE_j - grad CE_i) / m + lambda theta_D`` for every excluded i, ``(B, K)``.
+                        weight_decay: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``grad L_{D\\i}(theta_D) = c - grad CE_i / m`` for every excluded i, ``(B, K)``, with the shared
+    ``c = (sum_j grad CE_j) / m + lambda theta_D``; also ``c`` and the logit residuals ``r_i = p_i - e_{y_i}``
+    ``(B, C)``, for which ``grad CE_i = J_i^T r_i``.
 
     One pass over the data for the shared sum, then per-sample gradients: the
     leave-one-out models' first gradients cost no pass of their own.
     """
-    total = probe.grad(theta_D[None], X, Y, X.new_ones(1, len(X)))
+    m = len(X) - 1
+    common = probe.grad(theta_D[None], X, Y, X.new_ones(1, len(X)))[0] / m + weight_decay * theta_D
     own = probe.per_sample_grads(theta_D, X[excluded], Y[excluded])
-    return (total - own) / (len(X) - 1) + weight_decay * theta_D
+    onehot = torch.nn.functional.one_hot(Y[excluded], probe.n_classes).to(theta_D.dtype)
+    return common - own / m, common, probe.probabilities(theta_D[None], X[excluded])[0] - onehot
 
 
 def objective_grad_and_ggn(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, weight_decay: float):
@@ -261,13 +277,13 @@ def objective_grad_and_ggn(probe: Probe, theta: Tensor, X: Tensor, Y: Tensor, w:
     return g / w.sum(1, keepdim=True) + weight_decay * theta, ggn_diag
 
 
-def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, Y: Tensor,
+def solve_leave_one_out(probe: Probe, theta_D: Tensor, inverse: Tensor, X: Tensor, Y: Tensor,
                         excluded: Tensor, *, weight_decay: float, tol: float = 1e-10,
                         chord_iter: int = 60, contraction: float = 0.5, max_iter: int = 50,
                         ggn_diag: bool = False, memory: int = ANDERSON_MEMORY) -> LeaveOneOut:
     """Newton-type iterations ``delta <- delta - H_{D\\i}(theta_D)^-1 grad L_{D\\i}(theta_D + delta)``.
 
-    ``factor`` is the Cholesky factor of ``M`` (see :class:`LeaveOneOutHessian`).
+    ``inverse`` is ``M^-1`` (:func:`hessian_inverse`; see :class:`LeaveOneOutHessian`).
     The first step uses the gradient at ``theta_D`` in closed form
     (:func:`gradient_at_optimum`); every later one costs one pass over the data
     for all models of the chunk at once (two GEMMs), which also verifies the
@@ -286,7 +302,7 @@ def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor
     iterations (chord and Newton), one pass over the data each.
     """
     n, B = len(X), len(excluded)
-    hessian = LeaveOneOutHessian(probe, theta_D, factor, X, excluded)
+    hessian = LeaveOneOutHessian(probe, theta_D, inverse, X, excluded)
     w = loo_weights(n, excluded, dtype=theta_D.dtype, device=theta_D.device)
     delta = torch.zeros(B, len(theta_D), dtype=theta_D.dtype, device=theta_D.device)
     norms = torch.full((B,), float("inf"), dtype=theta_D.dtype, device=theta_D.device)
@@ -294,9 +310,9 @@ def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor
     active, stalled = torch.arange(B, device=theta_D.device), []
     steps = torch.zeros(B, dtype=torch.long, device=theta_D.device)
     mixing = AndersonMixing(B, len(theta_D), memory, like=theta_D) if memory else None
-    g = gradient_at_optimum(probe, theta_D, X, Y, excluded, weight_decay)
+    g, common, residual = gradient_at_optimum(probe, theta_D, X, Y, excluded, weight_decay)
+    step = -hessian.solve_at_optimum(common, residual)
     for _ in range(chord_iter):
-        step = -hessian.solve(g, active)
         delta[active] += step if mixing is None else mixing.step(active, delta[active], step)
         previous = g.norm(dim=1)
         g, ggn_at = objective_grad_and_ggn(probe, theta_D + delta[active], X, Y, w[active], weight_decay)
@@ -310,6 +326,7 @@ def solve_leave_one_out(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor
         active, g = active[~done & ~slow], g[~done & ~slow]
         if len(active) == 0:
             break
+        step = -hessian.solve(g, active)
     for row in stalled + active.tolist():
         start = delta[row]
         if _objective(probe, theta_D + start, X, Y, w[row], weight_decay) > _objective(probe, theta_D, X, Y, w[row],
@@ -372,7 +389,7 @@ def _damped_cholesky(H: Tensor, max_damping: float = 1e8) -> Tensor:
                              f"Use solver='gd'.")
 
 
-def newton_step(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, Y: Tensor, excluded: Tensor,
+def newton_step(probe: Probe, theta_D: Tensor, inverse: Tensor, X: Tensor, Y: Tensor, excluded: Tensor,
                 *, weight_decay: float) -> Tensor:
     """The screening tier: ``delta_i = M^-1 (lambda theta_D + g_i) / m`` for every excluded sample.
 
@@ -380,22 +397,28 @@ def newton_step(probe: Probe, theta_D: Tensor, factor: Tensor, X: Tensor, Y: Ten
     ignored in the Hessian; it needs per-sample gradients only, no pass over the data.
     """
     g_i = probe.per_sample_grads(theta_D, X[excluded], Y[excluded])
-    return torch.cholesky_solve(((weight_decay * theta_D + g_i) / (len(X) - 1)).T, factor).T
+    return ((weight_decay * theta_D + g_i) / (len(X) - 1)) @ inverse
 
 
-def factor_hessian(probe: Probe, theta_D: Tensor, X: Tensor, Y: Tensor, *, weight_decay: float) -> Tensor:
-    """Cholesky factor of ``M = (1/m) sum_j Hess CE_j(theta_D) + lambda I`` with ``m = n - 1``."""
+def hessian_inverse(probe: Probe, theta_D: Tensor, X: Tensor, Y: Tensor, *, weight_decay: float) -> Tensor:
+    """``M^-1`` with ``M = (1/m) sum_j Hess CE_j(theta_D) + lambda I`` and ``m = n - 1``, through its Cholesky factor.
+
+    The explicit inverse (``K^3`` FLOP once) turns every later solve into a GEMM, and for the linear
+    probe the products with the samples' curvature factors into one GEMM of ``2 K^2`` FLOP per sample
+    (:meth:`lsi.probes.LinearProbe.sample_ggn_factor_and_product`).
+    """
     w = torch.ones(len(X), dtype=theta_D.dtype, device=theta_D.device)
-    H = probe.hessian(theta_D, X, Y, w) / (len(X) - 1)
+    H = probe.hessian(theta_D, X, Y, w).div_(len(X) - 1)
     H.diagonal().add_(weight_decay)
     factor, info = torch.linalg.cholesky_ex(H)
+    del H
     if int(info) != 0:
         raise SolverDoesNotApply(
             "The full-data Hessian is not positive definite at the optimum, so the converged "
             "and newton-step solvers do not apply (a non-convex probe away from a strict minimum). "
             "Use solver='gd' or a larger weight_decay."
         )
-    return factor
+    return torch.cholesky_inverse(factor).mT.contiguous()   # symmetric: LAPACK's column-major result, transposed
 
 
 def _opacus_noise(generators: list[torch.Generator], d: int, C: int, dtype) -> Tensor:

@@ -50,6 +50,25 @@ def test_closed_forms_match_torch_func(probe):
     torch.testing.assert_close(psg.sum(0), Probe.grad(probe, theta[:1], X, Y, torch.ones(1, len(X)))[0])
 
 
+def test_linear_ggn_blocks_over_sample_chunks_equal_one_pass():
+    """The class-block Hessian accumulated over chunks of 4 samples (23 = 5 x 4 + 3) against the dense generic
+    one, with fractional and zero weights."""
+    probe = LinearProbe(5, 3)
+    X, Y, theta, w = _problem(probe)
+    soft = torch.rand(len(X), generator=torch.Generator().manual_seed(2)) * w[1]
+    chunked = probe.ggn_full(theta[1], X, soft, chunk=4)
+    assert float((chunked - Probe.ggn_full(probe, theta[1], X, soft)).norm() / chunked.norm()) <= 1e-15
+
+
+def test_linear_probe_reuses_its_design_matrix_only_while_the_features_are_unchanged():
+    probe = LinearProbe(5, 3)
+    X, Y, theta, w = _problem(probe)
+    before = probe.grad(theta, X, Y, w)
+    X.mul_(2)                                   # the same tensor, changed in place: the kept [X, 1] is stale
+    torch.testing.assert_close(probe.grad(theta, X, Y, w), Probe.grad(probe, theta, X, Y, w))
+    assert not torch.allclose(probe.grad(theta, X, Y, w), before)
+
+
 def test_linear_hessian_is_the_ggn():
     probe = LinearProbe(5, 3)
     X, Y, theta, w = _problem(probe)

@@ -131,9 +131,9 @@ def laplace_pair(features, labels, index: int, *, weight_decay: float = PAPER["w
     probe = LinearProbe(X.shape[1], int(Y.max()) + 1)
     theta0 = probe.init(0, dtype=torch.float64, device="cpu")
     theta_D, _ = training.fit_optimum(probe, theta0, X, Y, weight_decay=weight_decay, tol=tol)
-    factor = training.factor_hessian(probe, theta_D, X, Y, weight_decay=weight_decay)
+    inverse = training.hessian_inverse(probe, theta_D, X, Y, weight_decay=weight_decay)
     excluded = torch.tensor([index])
-    loo = training.solve_leave_one_out(probe, theta_D, factor, X, Y, excluded, weight_decay=weight_decay,
+    loo = training.solve_leave_one_out(probe, theta_D, inverse, X, Y, excluded, weight_decay=weight_decay,
                                        tol=tol)
     n = len(X)
     ones = torch.ones(1, n, dtype=torch.float64)
