@@ -54,6 +54,16 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def pass_gemm_rate(n: int, d: int, C: int, models: int = 100, repeats: int = 3) -> float:
+    """GFLOP/s of one pass-shaped GEMM, ``[X, 1] (n, d+1)`` times ``models`` folded weight matrices, its output
+    freshly allocated as the engine's is: what the floor's square-GEMM peak becomes at the passes' shape."""
+    X = torch.randn(n, d + 1, dtype=torch.float64)
+    W = torch.randn(d + 1, C * models, dtype=torch.float64)
+    X @ W
+    best = min(timed(lambda: X @ W)[1] for _ in range(repeats))
+    return 2 * n * (d + 1) * C * models / best / 1e9
+
+
 def matmul_peak(size: int = 2048, repeats: int = 3) -> float:
     """Best float64 GEMM rate in GFLOP/s."""
     A = torch.randn(size, size, dtype=torch.float64)
@@ -182,7 +192,12 @@ def measure_row(data: str, n: int, tier: str, sample: int, audit: int, C: int = 
         row[f"{key}_s_extrapolated"] = seconds * n / models
     if tier == "converged":
         steps = table["steps"].to_numpy()
-        row |= {"converged_max_grad_norm": float(table["grad_norm"].max()),
+        row |= {"pass_gemm_gflops": pass_gemm_rate(n, d, C),
+                "converged_ggn_pass_s": models * 2 * n * d * C / peak / 1e9,
+                "converged_ggn_pass_note": "the diagonal GGN of each left-out model at its solution, one more GEMM "
+                                           "of 2 n d C FLOP (at the GEMM rate): the exact diagonal posterior needs "
+                                           "it; the floor does not count it",
+                "converged_max_grad_norm": float(table["grad_norm"].max()),
                 "converged_steps_per_solve_mean": float(steps.mean()), "converged_steps_per_solve_max": int(steps.max()),
                 "converged_steps_per_solve_counts": {int(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True))},
                 "converged_steps_note": "iterations of each leave-one-out solve, one pass over the data each "
@@ -287,6 +302,8 @@ def main() -> None:
         return
     if "exact" in parts:
         engines = {"current": str(Path(__file__).resolve().parents[1])}
+        if args.previous:
+            engines[f"previous:{args.previous}"] = _archive(args.previous)
         for data, n in EXACT_ROWS:
             bench_rows(data, [n], ["converged"], engines, args.out, args.sample, audit=0)
         return
