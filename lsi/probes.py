@@ -179,9 +179,8 @@ def _softmax_(Z: Tensor, dim: int) -> Tensor:
     return Z.div_(Z.sum(dim, keepdim=True))
 
 
-def _softmax_residual(Z: Tensor, onehot: Tensor, w: Tensor) -> Tensor:
-    """``w_j (softmax(z_j) - onehot(y_j))``: d CE / d logits, class axis 1, models last; in place."""
-    return _softmax_(Z, 1).sub_(onehot).mul_(w)
+BLOCK_BYTES = 4 * 2**20
+"""Size of the row blocks of the linear probe's passes over the data (a few MiB: within the L2/L3 caches)."""
 
 
 class LinearProbe(Probe):
@@ -233,37 +232,59 @@ class LinearProbe(Probe):
     def logits(self, theta, X):
         return (_augment(X) @ self._fold(theta)).view(len(X), self.n_classes, -1).permute(2, 0, 1)
 
+    def _blocks(self, n: int, width: int) -> range:
+        """Row offsets of the blocks a pass over the data works through, :data:`BLOCK_BYTES` of a ``(rows, width)``
+        float64 array each, so that a block's softmax and residual stay in cache between its two GEMMs."""
+        return range(0, n, max(64, BLOCK_BYTES // (8 * max(1, width))))
+
+    def _residual_pass(self, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, keep: bool) -> tuple[Tensor, Tensor]:
+        """``sum_j w_bj [x_j, 1] r_bj^T`` with ``r_bj = p_bj - e_yj``, ``(B, K)``, row block by row block (the
+        forward GEMM, the in-place softmax and residual, the accumulating backward GEMM); ``keep``: also every
+        ``p_bj`` in an ``(n, C, B)`` array, else None."""
+        Xa, W = self._design(X), self._fold(theta)
+        n, C, B = len(X), self.n_classes, len(theta)
+        onehot = torch.nn.functional.one_hot(Y, C).to(Xa.dtype)[:, :, None]
+        weights = w.T[:, None, :].contiguous()
+        P = Xa.new_empty(n, C, B) if keep else None
+        G = Xa.new_zeros(Xa.shape[1], C * B)
+        blocks = self._blocks(n, C * B)
+        for start in blocks:
+            rows = slice(start, start + blocks.step)
+            Z = torch.mm(Xa[rows], W, out=P[rows].view(-1, C * B)) if keep else Xa[rows] @ W
+            Z = _softmax_(Z.view(-1, C, B), 1)
+            R = torch.sub(Z, onehot[rows]) if keep else Z.sub_(onehot[rows])
+            G.addmm_(Xa[rows].T, R.mul_(weights[rows]).view(-1, C * B))
+        return self._unfold(G, B), P
+
+    def _ggn_pass(self, X: Tensor, P: Tensor, weights: Tensor) -> Tensor:
+        """``sum_j w_bj [x_j, 1]^2 (p_bj - p_bj^2)`` for probabilities ``P`` ``(n, C, B)`` (overwritten) and
+        ``weights`` ``(n, 1, B)``, row block by row block; ``(B, K)``."""
+        Xa2, (n, C, B) = self._design(X, squared=True), P.shape
+        G = Xa2.new_zeros(Xa2.shape[1], C * B)
+        blocks = self._blocks(n, C * B)
+        for start in blocks:
+            rows = slice(start, start + blocks.step)
+            Q = P[rows].addcmul_(P[rows], P[rows], value=-1).mul_(weights[rows])
+            G.addmm_(Xa2[rows].T, Q.view(-1, C * B))
+        return self._unfold(G, B)
+
     def grad(self, theta, X, Y, w):
-        """``sum_j w_bj [x_j, 1] (p_bj - e_yj)^T`` for all models: two folded GEMMs and one in-place softmax pass."""
-        Xa = self._design(X)
-        Z = (Xa @ self._fold(theta)).view(len(X), self.n_classes, -1)
-        onehot = torch.nn.functional.one_hot(Y, self.n_classes).to(Z.dtype)[:, :, None]
-        R = _softmax_residual(Z, onehot, w.T[:, None, :].contiguous())
-        return self._unfold(Xa.T @ R.view(len(X), -1), len(theta))
+        """``sum_j w_bj [x_j, 1] (p_bj - e_yj)^T`` for all models: two folded GEMMs per row block."""
+        return self._residual_pass(theta, X, Y, w, keep=False)[0]
 
     def grad_and_ggn_diag(self, theta, X, Y, w):
         """One forward GEMM for both: ``R = w (P - onehot)`` gives the gradient, and the kept ``P`` gives
         ``sum_j w_bj [x_j, 1]^2 (p_bj - p_bj^2)`` for a boolean mask ``rows`` of the models with one more GEMM
         (called once: with every model, it overwrites ``P``)."""
-        Xa = self._design(X)
-        P = self._probabilities_ncb(theta, Xa)
-        weights = w.T[:, None, :]
-        onehot = torch.nn.functional.one_hot(Y, self.n_classes).to(P.dtype)[:, :, None]
-        R = torch.sub(P, onehot).mul_(weights)
-        g = self._unfold(Xa.T @ R.view(len(X), -1), len(theta))
-        del R
+        g, P = self._residual_pass(theta, X, Y, w, keep=True)
 
         def ggn_diag(rows):
             every = bool(rows.all())                 # then P itself is overwritten: it is not needed again
-            Q = P if every else P[:, :, rows]
-            Q = Q.addcmul_(Q, Q, value=-1).mul_(weights if every else weights[:, :, rows])
-            return self._unfold(self._design(X, squared=True).T @ Q.view(len(X), -1), Q.shape[2])
+            return self._ggn_pass(X, P if every else P[:, :, rows], w[rows].T[:, None, :])
         return g, ggn_diag
 
     def ggn_diag(self, theta, X, w):
-        P = self._probabilities_ncb(theta, self._design(X))
-        P = P.addcmul_(P, P, value=-1).mul_(w.T[:, None, :])
-        return self._unfold(self._design(X, squared=True).T @ P.view(len(X), -1), len(theta))
+        return self._ggn_pass(X, self._probabilities_ncb(theta, self._design(X)), w.T[:, None, :])
 
     def ggn_vp(self, theta, X, w, V):
         """``J^T diag(w) Lambda J V`` with ``J v = [x, 1] V_mat``: two GEMMs over all of ``V``."""

@@ -60,6 +60,21 @@ def test_linear_ggn_blocks_over_sample_chunks_equal_one_pass():
     assert float((chunked - Probe.ggn_full(probe, theta[1], X, soft)).norm() / chunked.norm()) <= 1e-15
 
 
+def test_linear_passes_over_row_blocks_equal_the_generic_derivatives(monkeypatch):
+    """150 samples in blocks of 64, 64 and 22 rows (the smallest block): gradients, the diagonal GGN of a pass's
+    kept probabilities for all models and for a subset, against torch.func."""
+    monkeypatch.setattr("lsi.probes.BLOCK_BYTES", 1)
+    probe = LinearProbe(5, 3)
+    X, Y, theta, w = _problem(probe, n=150)
+    g, ggn_at = probe.grad_and_ggn_diag(theta, X, Y, w)
+    torch.testing.assert_close(g, Probe.grad(probe, theta, X, Y, w), rtol=1e-13, atol=0)
+    torch.testing.assert_close(probe.grad(theta, X, Y, w), g, rtol=0, atol=0)
+    some = torch.tensor([True, False, True])
+    generic = torch.stack([(wb[:, None] * Probe.sample_ggn_diag(probe, t, X)).sum(0) for t, wb in zip(theta, w)])
+    torch.testing.assert_close(ggn_at(some), generic[some], rtol=1e-13, atol=0)
+    torch.testing.assert_close(probe.ggn_diag(theta, X, w), generic, rtol=1e-13, atol=0)
+
+
 def test_linear_probe_reuses_its_design_matrix_only_while_the_features_are_unchanged():
     probe = LinearProbe(5, 3)
     X, Y, theta, w = _problem(probe)

@@ -100,7 +100,10 @@ def _rows(data: dict) -> str:
         ("floor (s)", lambda r: _tier_value(r, "floor_s")),
         ("ratio to floor", lambda r: _tier_value(r, "ratio_to_floor")),
         ("largest gradient norm", lambda r: _tier_value(r, "max_grad_norm")),
+        ("passes per model", lambda r: _tier_value(r, "steps_per_solve_mean")),
+        ("GGN pass (s)", lambda r: _tier_value(r, "ggn_pass_s")),
         ("peak RSS (GiB)", lambda r: r["peak_rss_gib"]), ("GEMM GFLOP/s", lambda r: r["gemm_gflops"]),
+        ("pass GEMM GFLOP/s", lambda r: r["pass_gemm_gflops"]),
         ("load at start", lambda r: r["load_average_1min_at_start"]), ("commit", lambda r: r["commit"])])
 
 
