@@ -472,12 +472,19 @@ def _solve_left_out(probe: GaussNewtonModule, theta_D: Tensor, X: Tensor, Y: Ten
     """One left-out network from ``theta_D``: :func:`newton_pcg` preconditioned by the full-data factor downdated
     for the sample (cheap, enough for most); with ``refresh``, one that stops short of ``tol`` (a sample whose
     removal moves the network far) continues with :func:`newton_refreshed`, its own Gauss-Newton factor
-    refreshed as it goes (a dense factorisation every few steps: worth it only from a certified ``theta_D``)."""
+    refreshed as it goes (a dense factorisation every few steps: worth it only from a certified ``theta_D``).
+    Where that stalls too (a flat, indefinite stretch the first steps led into, which the round-off of the
+    preconditioner alone can decide), the refreshed Newton steps start over from ``theta_D``; the better end counts."""
     theta, grad_norm = newton_pcg(probe, theta_D, X, Y, w, weight_decay=weight_decay, tol=tol,
                                   precondition=precondition)
     if refresh and grad_norm > tol:
         theta, grad_norm, _ = newton_refreshed(probe, theta, X, Y, w, weight_decay=weight_decay, tol=tol,
                                                max_newton=LEFT_OUT_REFRESHED_STEPS)
+    if refresh and grad_norm > tol:
+        restart, restart_norm, _ = newton_refreshed(probe, theta_D, X, Y, w, weight_decay=weight_decay, tol=tol,
+                                                    max_newton=LEFT_OUT_REFRESHED_STEPS)
+        if restart_norm < grad_norm:
+            theta, grad_norm = restart, restart_norm
     return theta, grad_norm
 
 
