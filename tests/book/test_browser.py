@@ -89,13 +89,16 @@ def _pages(html: Path) -> list[str]:
                   if not p.relative_to(html).parts[0].startswith("_"))
 
 
-def test_every_page_loads_offline_with_visible_figures(site, browser):
+@pytest.fixture(scope="module")
+def visited(site, browser) -> dict:
+    """Every page of the book opened once: ``{"outside": [...], "figures": {page: problems},
+    "solutions": {chapter page: problems}}``. One visit per page serves both tests below (each
+    page of the published book takes seconds to load and settle)."""
     html, base = site
     pages = _pages(html)
-    assert "index.html" in pages and any(p.startswith("book/chapters/") for p in pages)
     outside: list[str] = []
     context = _offline_context(browser, outside)
-    problems = []
+    figures, solutions = {}, {}
     for name in pages:
         page = context.new_page()
         errors: list[str] = []
@@ -103,66 +106,74 @@ def test_every_page_loads_offline_with_visible_figures(site, browser):
         page.on("console", lambda msg: errors.append(f"console: {msg.text}")
                 if msg.type == "error" else None)
         response = page.goto(f"{base}/{name}", wait_until="networkidle")
-        if response is None or not response.ok:
-            problems.append(f"{name}: HTTP {response.status if response else 'no response'}")
-        images = page.locator("main img")
-        for i in range(images.count()):
-            image = images.nth(i)
-            image.scroll_into_view_if_needed()
-            loaded = image.evaluate("img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0")
-            box = image.bounding_box()
-            if not loaded or not image.is_visible() or not box or box["width"] <= 0 or box["height"] <= 0:
-                problems.append(f"{name}: image {image.get_attribute('src')} is not visible")
-        skipped = page.locator("main", has_text="This chapter is skipped: the data is not available").count() > 0
-        if (name.startswith("book/chapters/") and not skipped
-                and images.count() + page.locator("main .lsi-chart").count() == 0):
-            problems.append(f"{name}: a chapter page shows no chart or gallery image")
-        shown_errors = page.locator(".output.traceback, .output.stderr, .output.error").count()
-        if shown_errors:
-            problems.append(f"{name}: {shown_errors} error/stderr output block(s) on the page")
-        if "Traceback (most recent call last)" in page.inner_text("body"):
-            problems.append(f"{name}: a traceback is printed on the page")
-        problems += [f"{name}: {e}" for e in errors]
+        figures[name] = _figure_problems(page, name, response) + [f"{name}: {e}" for e in errors]
+        if name.startswith("book/chapters/"):
+            solutions[name] = _solution_problems(page, name)
         page.close()
     context.close()
-    assert not outside, f"requests left localhost: {sorted(set(outside))}"
+    return {"pages": pages, "outside": outside, "figures": figures, "solutions": solutions}
+
+
+def _figure_problems(page, name: str, response) -> list[str]:
+    """The page answered, shows every image with a size, a chapter shows a chart or a gallery, no error output."""
+    problems = []
+    if response is None or not response.ok:
+        problems.append(f"{name}: HTTP {response.status if response else 'no response'}")
+    images = page.locator("main img")
+    for i in range(images.count()):
+        image = images.nth(i)
+        image.scroll_into_view_if_needed()
+        loaded = image.evaluate("img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0")
+        box = image.bounding_box()
+        if not loaded or not image.is_visible() or not box or box["width"] <= 0 or box["height"] <= 0:
+            problems.append(f"{name}: image {image.get_attribute('src')} is not visible")
+    skipped = page.locator("main", has_text="This chapter is skipped: the data is not available").count() > 0
+    if (name.startswith("book/chapters/") and not skipped
+            and images.count() + page.locator("main .lsi-chart").count() == 0):
+        problems.append(f"{name}: a chapter page shows no chart or gallery image")
+    shown_errors = page.locator(".output.traceback, .output.stderr, .output.error").count()
+    if shown_errors:
+        problems.append(f"{name}: {shown_errors} error/stderr output block(s) on the page")
+    if "Traceback (most recent call last)" in page.inner_text("body"):
+        problems.append(f"{name}: a traceback is printed on the page")
+    return problems
+
+
+def _solution_problems(page, name: str) -> list[str]:
+    """The chapter has exercises whose solutions are folded, printed unfolded, and unfold on a click."""
+    solutions = page.locator("main div.solution.dropdown")
+    if page.locator("main div.exercise").count() == 0 or solutions.count() == 0:
+        return [f"{name}: no exercises with folded solutions"]
+    problems = []
+    for i in range(solutions.count()):
+        solution = solutions.nth(i)
+        content = solution.locator(":scope > .admonition-title ~ *").first
+        solution.scroll_into_view_if_needed()
+        if content.is_visible():
+            problems.append(f"{name}: solution {i + 1} is not folded when the page loads")
+            continue
+        page.emulate_media(media="print")  # paper cannot be clicked: printing unfolds it
+        if not content.is_visible():
+            problems.append(f"{name}: solution {i + 1} is not shown when the page is printed")
+        page.emulate_media(media="screen")
+        solution.locator("button.toggle-button").click()
+        try:
+            content.wait_for(state="visible", timeout=5000)
+        except Exception:  # playwright's TimeoutError
+            problems.append(f"{name}: solution {i + 1} does not unfold on a click")
+    return problems
+
+
+def test_every_page_loads_offline_with_visible_figures(visited):
+    assert "index.html" in visited["pages"] and any(p.startswith("book/chapters/") for p in visited["pages"])
+    assert not visited["outside"], f"requests left localhost: {sorted(set(visited['outside']))}"
+    problems = [problem for found in visited["figures"].values() for problem in found]
     assert not problems, "\n".join(problems)
 
 
-def test_every_chapter_has_folded_solutions_that_unfold_on_click(site, browser):
-    html, base = site
-    chapters = [p for p in _pages(html) if p.startswith("book/chapters/")]
-    assert chapters
-    outside: list[str] = []
-    context = _offline_context(browser, outside)
-    problems = []
-    for name in chapters:
-        page = context.new_page()
-        page.goto(f"{base}/{name}", wait_until="networkidle")
-        solutions = page.locator("main div.solution.dropdown")
-        if page.locator("main div.exercise").count() == 0 or solutions.count() == 0:
-            problems.append(f"{name}: no exercises with folded solutions")
-            page.close()
-            continue
-        for i in range(solutions.count()):
-            solution = solutions.nth(i)
-            content = solution.locator(":scope > .admonition-title ~ *").first
-            solution.scroll_into_view_if_needed()
-            if content.is_visible():
-                problems.append(f"{name}: solution {i + 1} is not folded when the page loads")
-                continue
-            page.emulate_media(media="print")  # paper cannot be clicked: printing unfolds it
-            if not content.is_visible():
-                problems.append(f"{name}: solution {i + 1} is not shown when the page is printed")
-            page.emulate_media(media="screen")
-            solution.locator("button.toggle-button").click()
-            try:
-                content.wait_for(state="visible", timeout=5000)
-            except Exception:  # playwright's TimeoutError
-                problems.append(f"{name}: solution {i + 1} does not unfold on a click")
-        page.close()
-    context.close()
-    assert not outside, f"requests left localhost: {sorted(set(outside))}"
+def test_every_chapter_has_folded_solutions_that_unfold_on_click(visited):
+    assert visited["solutions"]
+    problems = [problem for found in visited["solutions"].values() for problem in found]
     assert not problems, "\n".join(problems)
 
 
