@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import html as html_lib
 import os
-import queue
 import re
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,15 +118,12 @@ def print_page(page: Path, out: Path, chromium: Path, profile_dir: Path) -> Path
 
 
 def build_pdf(html: str | Path, out: str | Path, toc: str | Path | dict | None = None,
-              chromium: str | Path | None = None, workers: int | None = None) -> PdfReport:
+              chromium: str | Path | None = None) -> PdfReport:
     """Print every page of the built site ``html`` in toc order and join them into ``out``.
 
     ``toc`` is the book's ``_toc.yml`` (path or dict; default: the repository's);
     pages of the toc that are not in the site (chapters neither executed nor
-    published) are left out, like the site leaves them out. ``workers`` Chromium
-    processes print at once (default: the machine's cores), each with its own
-    profile; a page waits mostly on Chromium's start and its virtual time, so two
-    printers on two cores take about half the time of one.
+    published) are left out, like the site leaves them out.
     """
     from pypdf import PdfReader, PdfWriter
 
@@ -143,29 +138,17 @@ def build_pdf(html: str | Path, out: str | Path, toc: str | Path | dict | None =
     docnames = [name for name in toc_docnames(toc) if (html / f"{name}.html").is_file()]
     if not docnames:
         raise ValueError(f"None of the toc's pages is in {html}.")
-    workers = check_workers(workers)
     browser = find_chromium(chromium)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lsi-pdf-") as scratch:
         scratch = Path(scratch)
-        profiles = queue.SimpleQueue()
-        for worker in range(workers):
-            profiles.put(scratch / f"profile-{worker}")
-
-        def print_numbered(number: int) -> Path:
-            profile = profiles.get()
-            try:
-                return print_page(html / f"{docnames[number]}.html", scratch / f"{number:03d}.pdf", browser, profile)
-            finally:
-                profiles.put(profile)
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            printed = list(pool.map(print_numbered, range(len(docnames))))
         writer, pages = PdfWriter(), []
-        for name, page_pdf in zip(docnames, printed):
+        for number, name in enumerate(docnames):
+            page = html / f"{name}.html"
+            printed = print_page(page, scratch / f"{number:03d}.pdf", browser, scratch / "profile")
             first = len(writer.pages)
-            writer.append(PdfReader(page_pdf), import_outline=False)
-            title = page_title(html / f"{name}.html")
+            writer.append(PdfReader(printed), import_outline=False)
+            title = page_title(page)
             writer.add_outline_item(title=title, page_number=first)
             pages.append((name, title, first))
         writer.add_metadata({"/Title": book_title(html / f"{docnames[0]}.html"), "/Creator": "lsi book pdf"})
@@ -175,12 +158,3 @@ def build_pdf(html: str | Path, out: str | Path, toc: str | Path | dict | None =
         os.replace(partial, out)
         n_pages = len(writer.pages)
     return PdfReport(out, pages, n_pages, time.perf_counter() - start)
-
-
-def check_workers(workers: int | None) -> int:
-    """``workers`` as a positive number of printers (``None``: the machine's cores)."""
-    if workers is None:
-        return max(1, os.cpu_count() or 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} must be a positive whole number of Chromium printers.")
-    return workers

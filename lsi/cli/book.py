@@ -97,8 +97,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "_build/<profile>/book.pdf otherwise)")
     pdf.add_argument("--html", type=Path, default=None,
                      help="print this already built site (a _build/html folder) instead of building one")
-    pdf.add_argument("--workers", type=int, default=None,
-                     help="Chromium processes printing at once (default: the machine's cores)")
     pdf.set_defaults(func=_pdf)
 
 
@@ -223,7 +221,6 @@ def _status(args: argparse.Namespace) -> int:
 def _pdf(args: argparse.Namespace) -> int:
     from lsi.book import pdf
 
-    pdf.check_workers(args.workers)
     build_out = _default_out(args.profile)
     target = args.out or build_out / "book.pdf"
     toc = None
@@ -236,6 +233,6 @@ def _pdf(args: argparse.Namespace) -> int:
         toc = build_out / "source" / "_toc.yml"  # restricted to the chapters present
     else:
         html = args.html
-    report = pdf.build_pdf(html, target, toc=toc, workers=args.workers)
+    report = pdf.build_pdf(html, target, toc=toc)
     print(report)
     return 0

@@ -142,22 +142,6 @@ def test_pdf_of_the_ci_book_has_every_page_and_visible_figures(printing_tools, c
     assert report.megabytes > 0
 
 
-def test_printers_are_counted_in_whole_positive_numbers():
-    assert pdf.check_workers(3) == 3
-    assert pdf.check_workers(None) >= 1
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="positive whole number"):
-            pdf.check_workers(bad)
-
-
-def test_cli_pdf_refuses_zero_printers_before_building_anything(tmp_path, capsys):
-    from lsi.cli import main
-
-    assert main(["book", "pdf", "--html", str(tmp_path), "--workers", "0", "--out", str(tmp_path / "b.pdf")]) == 2
-    assert "positive whole number" in capsys.readouterr().err
-    assert not (tmp_path / "b.pdf").exists()
-
-
 def test_cli_pdf_refuses_a_folder_that_is_not_a_built_book(tmp_path, capsys):
     from lsi.cli import main
 
