@@ -85,7 +85,7 @@ def _render(pdf_path, first: int, last: int, folder, dpi: int = 40) -> list[np.n
 
 @pytest.fixture(scope="session")
 def printing_tools() -> None:
-    """Chromium prints; poppler's pdftoppm renders the pages and pdftotext reads their text back (about 1 s for
+    """Chromium prints; poppler's pdftoppm renders the pages and pdftotext reads their text back (1.5 s for
     the 511 pages of the whole book, where pypdf's text extraction took 22 s); session-scoped so that it is
     checked before ``ci_book`` runs."""
     require(pdf.CHROMIUM.exists(), "Debian chromium is not installed (apt-get install -y chromium)")
