@@ -12,6 +12,10 @@ import torch
 from core_data import blobs
 from prerequisites import require_mirrors
 
+CI_JOBS = min(2, os.cpu_count() or 1)
+"""Chapters the ``ci_book`` fixture executes at once (``lsi.book.run_chapters``): on two cores, two chapters
+with one thread each overlap their kernels' start-up and single-threaded work."""
+
 
 @pytest.fixture(autouse=True)
 def no_leftover_torch_state():
@@ -71,7 +75,7 @@ def ci_book(tmp_path_factory) -> CiBook:
                    for name in chapters if (chapters_dir / f"{name}.ipynb").is_file()]
     else:
         chapters_dir = root / "chapters"
-        reports = book.run_book("ci", out=chapters_dir, chapters=chapters)
+        reports = book.run_book("ci", out=chapters_dir, chapters=chapters, jobs=CI_JOBS)
     failed = any(r.status == "failed" for r in reports)
     html = None if failed else book.build_site(chapters_dir, root / "site")
     return CiBook(chapters, reports, chapters_dir, root / "site", html)

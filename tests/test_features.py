@@ -72,6 +72,34 @@ def test_efficientnet_features_on_fixture_images(mirror, tmp_path):
     assert fs.meta["source"].startswith("mirror:") and "torch" in fs.meta["versions"]
 
 
+def test_a_second_extraction_of_the_same_features_waits_for_the_first_and_reads_its_cache(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from lsi.features.cache import extraction_lock
+
+    def extract():
+        return extract_features("digits", "pixels", limit=50, preprocessing="authors", cache_dir=tmp_path,
+                                progress=False)
+
+    path = Path(extract().meta["cache_path"])
+    saved = path.read_bytes()
+    path.unlink()
+    computed, original = [], features_module._compute
+    monkeypatch.setattr(features_module, "_compute", lambda *a, **k: computed.append(1) or original(*a, **k))
+    other = extraction_lock(path)  # another process, extracting these features
+    other.acquire()
+    result = {}
+    waiting = threading.Thread(target=lambda: result.update(features=extract()))
+    waiting.start()
+    time.sleep(1.0)
+    assert waiting.is_alive() and not computed  # it waits for the lock instead of extracting too
+    path.write_bytes(saved)  # the other process saves its features and lets go
+    other.release()
+    waiting.join(60)
+    assert result["features"].meta["cache_hit"] and not computed
+
+
 def test_cache_miss_then_hit(tmp_path):
     first = extract_features("digits", "pixels", limit=300, preprocessing="authors", cache_dir=tmp_path,
                              progress=False)

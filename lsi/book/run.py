@@ -15,11 +15,13 @@ fingerprint, which the next build re-executes, never the reverse.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def check_clean_tree(out: str | Path, *, allow_dirty: bool = False) -> list[str]
 
 def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None = None,
                 out: str | Path = PUBLISHED, progress: bool = False, *, allow_dirty: bool = False,
-                cell_timeout: float | None = None) -> RunReport:
+                cell_timeout: float | None = None, threads: int | None = None) -> RunReport:
     """Execute one chapter into ``out/<name>.ipynb``; skip it if its data is unreachable.
 
     A skipped chapter keeps the published output (notebook and published
@@ -99,6 +101,8 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     chapter whose execution modifies tracked files (other than executed
     chapters and published scores) fails: its recorded provenance would not match its commit.
     A cell running longer than ``cell_timeout`` seconds (default :data:`CELL_TIMEOUT`) fails the chapter.
+    ``threads`` caps the kernel's threads (``OMP_NUM_THREADS``, read by torch and numpy at import; default:
+    all cores), for chapters that run side by side (:func:`run_book`'s ``jobs``).
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError
@@ -122,7 +126,8 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     os.close(fd)
     start = time.perf_counter()
     env = {**OFFLINE_ENV, **_QUIET_ENV, "LSI_BOOK_DATA": str(staging), "LSI_BOOK_CHAPTER": chapter.name,
-           "LSI_BOOK_PROFILE": profile, "LSI_BOOK_PARAMETERS": json.dumps(parameters, default=str)}
+           "LSI_BOOK_PROFILE": profile, "LSI_BOOK_PARAMETERS": json.dumps(parameters, default=str),
+           **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})}
     env_before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -280,27 +285,20 @@ def _skip(chapter: Chapter, target: Path, reason: str) -> RunReport:
 
 def run_book(profile: str = "book", out: str | Path = PUBLISHED,
              chapters: dict[str, Chapter] | None = None, progress: bool = False, *,
-             allow_dirty: bool = False) -> list[RunReport]:
-    """Run every chapter at ``profile``, one after the other (refusing a dirty tree up front;
-    ``progress``: say what runs and what is left)."""
+             allow_dirty: bool = False, jobs: int = 1) -> list[RunReport]:
+    """Run every chapter at ``profile`` (refusing a dirty tree up front; ``progress``: say what runs and what
+    is left), ``jobs`` at a time (:func:`run_chapters`)."""
     chapters = chapters or load_chapters()
     check_clean_tree(out, allow_dirty=allow_dirty)
-    reports, names, start = [], list(chapters), time.perf_counter()
-    for number, chapter in enumerate(chapters.values(), 1):
-        if progress:
-            left = ", ".join(names[number:]) or "nothing"
-            print(f"[{number}/{len(names)}] {chapter.name} at {profile} "
-                  f"({time.perf_counter() - start:.0f}s elapsed; after it: {left})", flush=True)
-        report = run_chapter(chapter, profile, out=out, progress=progress, allow_dirty=allow_dirty)
-        print(report, flush=True)
-        reports.append(report)
-    return reports
+    return run_chapters(list(chapters.values()), profile, out, progress=progress, allow_dirty=allow_dirty,
+                        jobs=jobs)
 
 
 def run_stale(profile: str = "book", out: str | Path = PUBLISHED,
               chapters: dict[str, Chapter] | None = None, progress: bool = False, *,
-              allow_dirty: bool = False) -> list[RunReport]:
-    """Execute only the chapters whose fingerprint changed since their run in ``out`` (what ``make book`` does).
+              allow_dirty: bool = False, jobs: int = 1) -> list[RunReport]:
+    """Execute only the chapters whose fingerprint changed since their run in ``out`` (what ``make book`` does),
+    ``jobs`` at a time (:func:`run_chapters`).
 
     Prints one line per chapter: ``published at <commit>, up to date`` or ``re-executing: <what changed>``
     (:func:`lsi.book.fingerprint.freshness`); returns the reports of the chapters executed.
@@ -309,13 +307,50 @@ def run_stale(profile: str = "book", out: str | Path = PUBLISHED,
     states = [_fingerprint.freshness(chapter, profile, out) for chapter in chapters.values()]
     if any(state.needs_run for state in states):
         check_clean_tree(out, allow_dirty=allow_dirty)
-    reports = []
-    for chapter, state in zip(chapters.values(), states):
+    for state in states:
         print(state, flush=True)
-        if state.needs_run:
-            reports.append(run_chapter(chapter, profile, out=out, progress=progress, allow_dirty=allow_dirty))
+    stale = [chapter for chapter, state in zip(chapters.values(), states) if state.needs_run]
+    return run_chapters(stale, profile, out, progress=progress, allow_dirty=allow_dirty, jobs=jobs)
+
+
+def run_chapters(chapters: list[Chapter], profile: str, out: str | Path, *, progress: bool = False,
+                 allow_dirty: bool = False, jobs: int = 1) -> list[RunReport]:
+    """:func:`run_chapter` for each of ``chapters``, reports in their order, each printed as it is known.
+
+    ``jobs=1`` runs them one after the other, each kernel with every core: how published runs go, so that
+    the wall time each records is its own. ``jobs > 1`` runs that many at once, each in its own process
+    (a kernel's environment is set per process) with ``cores // jobs`` threads: the kernels' start-up,
+    plotting and other single-threaded work overlap, which is what shortens a run of many small chapters
+    (the ``ci`` profile in ``make test``). Chapters reading the same features wait for one another's
+    extraction (:func:`lsi.features.cache.extraction_lock`) instead of extracting twice.
+    """
+    jobs = check_jobs(jobs)
+    options = {"out": out, "allow_dirty": allow_dirty}
+    if jobs == 1:
+        reports, start = [], time.perf_counter()
+        for number, chapter in enumerate(chapters, 1):
+            if progress:
+                left = ", ".join(c.name for c in chapters[number:]) or "nothing"
+                print(f"[{number}/{len(chapters)}] {chapter.name} at {profile} "
+                      f"({time.perf_counter() - start:.0f}s elapsed; after it: {left})", flush=True)
+            reports.append(run_chapter(chapter, profile, progress=progress, **options))
+            print(reports[-1], flush=True)
+        return reports
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_chapter, chapter, profile, threads=threads, **options) for chapter in chapters]
+        reports = []
+        for future in futures:
+            reports.append(future.result())
             print(reports[-1], flush=True)
     return reports
+
+
+def check_jobs(jobs: int) -> int:
+    """``jobs`` as a positive whole number of chapters run at once."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a positive whole number of chapters run at once.")
+    return jobs
 
 
 def error_cells(notebook: str | Path) -> list[str]:

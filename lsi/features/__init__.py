@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .. import corruptions
 from ..data import Dataset, apply_limit, load_dataset
 from ..validation import check_choice
-from .cache import Parts, cache_key, cache_path, cache_root, load_features, save_features
+from .cache import Parts, cache_key, cache_path, cache_root, extraction_lock, load_features, save_features
 from .extractors import EXTRACTORS, Encoder, get_extractor, package_version
 from .preprocessing import Preprocessing
 
@@ -177,14 +177,15 @@ def extract_features(dataset: str | Dataset, extractor: str | None = None, split
     path = cache_path(cache_root(cache_dir), inputs, ds.split, spec.name, pre_name, key)
     ids = np.asarray(ds.ids)
     ids = ids.astype(str) if ids.dtype == object else ids
-    hit = load_features(path, key)
-    if hit is None:
-        features, computed = _compute(ds, spec, pre, image_size, device, batch_size, progress, num_threads,
-                                      path)
-        save_features(path, features, ids, ds.labels, {**computed, **fields, "cache_key": key})
-        Parts(path).clear()
-    else:
-        features, computed = hit[0], hit[3]
+    with extraction_lock(path):
+        hit = load_features(path, key)
+        if hit is None:
+            features, computed = _compute(ds, spec, pre, image_size, device, batch_size, progress, num_threads,
+                                          path)
+            save_features(path, features, ids, ds.labels, {**computed, **fields, "cache_key": key})
+            Parts(path).clear()
+        else:
+            features, computed = hit[0], hit[3]
     meta = {**computed, **fields, "dataset": ds.name, "source": ds.source, "n": len(ds), "cache_key": key,
             "cache_path": str(path), "cache_hit": hit is not None}
     fs = FeatureSet(features, ds.labels.copy(), ids, list(ds.classes), meta,

@@ -12,8 +12,9 @@ that compute them. Layout::
 Parts hold finished chunks while an extraction runs, so a killed run resumes;
 they are merged and removed at the end. Every file is written through a
 temporary file and ``os.replace``, so concurrent runs and interruptions never
-leave a partial file behind (two runs of the same key just write the same
-content twice).
+leave a partial file behind. Two processes that need the same key at once (chapters run in
+parallel) take turns through a lock file beside it (:func:`extraction_lock`): the first
+extracts, the second then finds the features in the cache.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from ..results import atomic_write_bytes
 
@@ -37,6 +39,13 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get("LSI_CACHE") or Path.home() / ".cache" / "lsi" / "features"
     return Path(cache_dir).expanduser()
+
+
+def extraction_lock(path: Path) -> FileLock:
+    """A lock, across processes, on the cache entry ``path``: held while its features are looked up and,
+    on a miss, extracted and saved (``<path>.lock``; the lock file itself is left in place, empty)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(path.name + ".lock")))
 
 
 def cache_key(fields: dict) -> str:

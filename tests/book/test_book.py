@@ -223,6 +223,30 @@ def _fake_chapter(tmp_path):
     return book.Chapter("fake", "Fake", path, (), {}, {})
 
 
+@pytest.mark.slow
+def test_chapters_run_side_by_side_report_in_order_with_their_share_of_the_threads(tmp_path):
+    chapters = {}
+    for name in ("first", "second", "third"):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                               "display_name": "Python 3"}})
+        nb.cells = [nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell("import os; print('threads', os.environ.get('OMP_NUM_THREADS'))")]
+        nbformat.write(nb, str(tmp_path / f"{name}.ipynb"))
+        chapters[name] = book.Chapter(name, name.title(), tmp_path / f"{name}.ipynb", (), {}, {})
+    reports = book.run_book("ci", out=tmp_path / "out", chapters=chapters, jobs=2)
+    assert [(r.chapter, r.status) for r in reports] == [(name, "executed") for name in chapters]
+    share = max(1, (os.cpu_count() or 1) // 2)
+    for name in chapters:
+        printed = nbformat.read(str(tmp_path / "out" / f"{name}.ipynb"), as_version=4).cells[-1].outputs[0]["text"]
+        assert printed.strip() == f"threads {share}"
+
+
+def test_jobs_are_a_positive_whole_number(tmp_path):
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="positive whole number"):
+            book.run_book("ci", out=tmp_path / "out", chapters={"fake": _fake_chapter(tmp_path)}, jobs=bad)
+
+
 def test_publishing_from_a_dirty_tree_is_refused(tmp_path, monkeypatch):
     from lsi import provenance
 
