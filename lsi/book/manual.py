@@ -205,6 +205,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "perf_full_scale": ("full_scale_estimate.json", _full_scale),
     "perf_book": ("book.json", _book),
     "perf_tests_full": ("tests_full.json", _tests),
+    "perf_tests_warm": ("tests_warm.json", _tests),
     "perf_tests_fast": ("tests_fast.json", _tests),
 }
 """Substitution name -> (results file, renderer)."""
