@@ -288,6 +288,7 @@ def run_book(profile: str = "book", out: str | Path = PUBLISHED,
              allow_dirty: bool = False, jobs: int = 1) -> list[RunReport]:
     """Run every chapter at ``profile`` (refusing a dirty tree up front; ``progress``: say what runs and what
     is left), ``jobs`` at a time (:func:`run_chapters`)."""
+    jobs = check_jobs(jobs)
     chapters = chapters or load_chapters()
     check_clean_tree(out, allow_dirty=allow_dirty)
     return run_chapters(list(chapters.values()), profile, out, progress=progress, allow_dirty=allow_dirty,
@@ -303,6 +304,7 @@ def run_stale(profile: str = "book", out: str | Path = PUBLISHED,
     Prints one line per chapter: ``published at <commit>, up to date`` or ``re-executing: <what changed>``
     (:func:`lsi.book.fingerprint.freshness`); returns the reports of the chapters executed.
     """
+    jobs = check_jobs(jobs)
     chapters = chapters or load_chapters()
     states = [_fingerprint.freshness(chapter, profile, out) for chapter in chapters.values()]
     if any(state.needs_run for state in states):

@@ -243,8 +243,10 @@ def test_chapters_run_side_by_side_report_in_order_with_their_share_of_the_threa
 
 def test_jobs_are_a_positive_whole_number(tmp_path):
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match="positive whole number"):
-            book.run_book("ci", out=tmp_path / "out", chapters={"fake": _fake_chapter(tmp_path)}, jobs=bad)
+        for run in (book.run_book, book.run_stale):
+            with pytest.raises(ValueError, match="positive whole number"):
+                run("ci", out=tmp_path / "out", chapters={"fake": _fake_chapter(tmp_path)}, jobs=bad)
+    assert not (tmp_path / "out").exists()
 
 
 def test_publishing_from_a_dirty_tree_is_refused(tmp_path, monkeypatch):
