@@ -139,3 +139,15 @@ def test_adoption_records_todays_fingerprint_and_says_so(tmp_path, executed):
         book.adopt(other, "ci", out)
     with pytest.raises(ValueError, match="no executed chapter"):
         book.adopt(_chapter(tmp_path, "beta"), "ci", out)
+
+
+def test_every_published_chapter_is_up_to_date_with_its_notebook_parameters_code_and_data():
+    """`make book` on a fresh clone re-executes nothing (issue 26): a commit that changes what a published
+    chapter depends on re-executes it, or adopts its run (`lsi book adopt NAME`), in the same commit."""
+    from prerequisites import require_mirrors
+
+    require_mirrors()
+    states = [book.freshness(chapter, "book") for chapter in book.load_chapters().values()]
+    stale = [str(state) for state in states if state.needs_run]
+    assert not stale, ("make book would re-execute these published chapters (re-execute them, or adopt their "
+                       "runs with `lsi book adopt NAME`):\n" + "\n".join(stale))
