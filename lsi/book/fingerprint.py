@@ -40,6 +40,9 @@ BUILD_ONLY = ("book/site.py", "book/pages.py", "book/pdf.py", "book/manual.py", 
               "book/reproduction.py", "book/status.py", "cli")
 """Parts of ``lsi`` (relative to the package) left out of the code hash: they run chapters, compare their
 claims and build the site, but no chapter imports them, so they cannot change what a chapter shows."""
+DATA = ("published_values",)
+"""Data shipped inside the package: the published values are part of a chapter's data fingerprint (one hash
+per table it reads, :func:`data_hashes`), so a newly published table does not make every chapter stale."""
 INJECTED = "injected-parameters"
 """The tag of the cell papermill adds to an executed notebook."""
 
@@ -58,13 +61,14 @@ def _cells(notebook: str | Path) -> list[list]:
 
 
 def code_hash(package: str | Path = PACKAGE) -> str:
-    """SHA-256 of the ``lsi`` package's files (relative path and bytes), :data:`BUILD_ONLY` left out."""
+    """SHA-256 of the ``lsi`` package's files (relative path and bytes), :data:`BUILD_ONLY` and :data:`DATA` left
+    out."""
     package = Path(package)
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*")):
         relative = path.relative_to(package).as_posix()
         if (not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc"
-                or any(relative == part or relative.startswith(part + "/") for part in BUILD_ONLY)):
+                or any(relative == part or relative.startswith(part + "/") for part in BUILD_ONLY + DATA)):
             continue
         digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -100,6 +100,9 @@ def test_the_code_hash_leaves_out_only_what_no_chapter_imports(tmp_path, chapter
     before = fingerprint.code_hash(package)
     (package / "book" / "site.py").write_text("B = 2\n")
     assert fingerprint.code_hash(package) == before
+    (package / "published_values").mkdir()  # published values are data, hashed per table by data_hashes
+    (package / "published_values" / "new-table.parquet").write_bytes(b"PAR1")
+    assert fingerprint.code_hash(package) == before
     (package / "claims.py").write_text("A = 2\n")
     assert fingerprint.code_hash(package) != before
     for part in fingerprint.BUILD_ONLY:  # no chapter imports a module left out of the hash
