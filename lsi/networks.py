@@ -395,18 +395,26 @@ def newton_pcg(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tenso
 
 
 def fit_certified(net: Network, inputs: Tensor, labels: Tensor, *, weight_decay: float = PAPER["weight_decay"],
-                  tol: float = CERTIFIED_TOL, lbfgs_steps: int = 1000, max_newton: int = 30) -> tuple[Network, dict]:
+                  tol: float = CERTIFIED_TOL, lbfgs_steps: int = 1000, metric_steps: int = 0,
+                  max_newton: int = 30) -> tuple[Network, dict]:
     """The full-data optimum of a smooth network, certified by its gradient norm.
 
     Minimises ``L(theta) = (1/n) sum_j CE_j + (lambda/2) ||theta||^2`` from ``net``'s
-    weights: L-BFGS (strong Wolfe line search) for at most ``lbfgs_steps``
-    iterations (or until its largest gradient entry is below ``tol``), then
-    :func:`newton_pcg` with exact Hessian-vector products, preconditioned by the
-    Cholesky factor of the Gauss-Newton matrix (:class:`GaussNewtonModule`), refreshed every
-    :data:`REFRESH_EVERY` steps, until ``||grad L|| <= tol`` or ``max_newton`` steps. If no step lowers ``L``
-    any more first, the returned ``grad_norm`` is the tightest float64 reaches and
-    ``reached_tol`` is False. ``inputs`` should be float64. Returns a new network
-    (``net`` is untouched) and ``{"grad_norm", "reached_tol", "lbfgs_steps", "newton_steps", "wall_time_s"}``.
+    weights in three stages, each until ``||grad L|| <= tol``:
+
+    1. L-BFGS (strong Wolfe line search), at most ``lbfgs_steps`` iterations;
+    2. L-BFGS in the metric of the Gauss-Newton matrix (:func:`lbfgs_gauss_newton`), at most
+       ``metric_steps`` iterations: where plain L-BFGS crawls along a long curved valley;
+    3. :func:`newton_refreshed`: Newton's method with exact Hessian-vector products, preconditioned by the
+       Cholesky factor of the Gauss-Newton matrix, at most ``max_newton`` steps (quadratic convergence once
+       in the optimum's basin).
+
+    If no step lowers ``L`` any more first, the returned ``grad_norm`` is the tightest float64 reaches and
+    ``reached_tol`` is False. ``trivial`` is True when the fit ended at a network that predicts every class
+    alike (``L >= ln C``, the zero network's value): a strict local minimum at large ``lambda``, which a
+    gradient norm alone would certify. ``inputs`` should be float64. Returns a new network (``net`` is
+    untouched) and ``{"grad_norm", "reached_tol", "objective", "trivial", "lbfgs_steps", "metric_steps",
+    "newton_steps", "wall_time_s"}``.
     """
     start = time.perf_counter()
     model = deepcopy(net).to(device=inputs.device, dtype=inputs.dtype)
@@ -427,11 +435,73 @@ def fit_certified(net: Network, inputs: Tensor, labels: Tensor, *, weight_decay:
     probe = GaussNewtonModule(model, model.head.out_features)
     theta = nn.utils.parameters_to_vector(params).detach()
     w = torch.ones(len(inputs), dtype=inputs.dtype, device=inputs.device)
+    theta, _, metric_iterations = lbfgs_gauss_newton(probe, theta, inputs, labels, w, weight_decay=weight_decay,
+                                                     tol=tol, steps=metric_steps)
     theta, grad_norm, newton_steps = newton_refreshed(probe, theta, inputs, labels, w, weight_decay=weight_decay,
                                                       tol=tol, max_newton=max_newton)
+    objective = float(_objective(probe, theta, inputs, labels, w, weight_decay))
     return with_parameters(model, theta), {"grad_norm": grad_norm, "reached_tol": grad_norm <= tol,
-                                           "lbfgs_steps": int(lbfgs_iterations), "newton_steps": newton_steps,
-                                           "wall_time_s": time.perf_counter() - start}
+                                           "objective": objective,
+                                           "trivial": objective >= math.log(model.head.out_features) - 1e-12,
+                                           "lbfgs_steps": int(lbfgs_iterations), "metric_steps": metric_iterations,
+                                           "newton_steps": newton_steps, "wall_time_s": time.perf_counter() - start}
+
+
+def lbfgs_gauss_newton(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *,
+                       weight_decay: float, tol: float, steps: int,
+                       round_steps: int | None = None) -> tuple[Tensor, float, int]:
+    """L-BFGS on ``L`` (:func:`_objective`) in the metric of the Gauss-Newton matrix, from ``theta``.
+
+    Each round factors ``G = GGN / m + lambda I = R R^T`` (Cholesky) at its first iterate ``theta_r`` and runs
+    L-BFGS on ``y -> L(theta_r + R^-T y)``, whose gradient is ``R^-1 grad L`` and whose Gauss-Newton matrix at
+    ``y = 0`` is the identity: the layers' very different curvature scales, which plain L-BFGS must learn
+    from 50 pairs, are taken out by one factorisation. A round ends after ``round_steps`` iterations
+    (default :data:`ROUND_STEPS`) and the factor is refreshed. Stops as soon as an evaluated point has
+    ``||grad L|| <= tol``, or after ``steps`` iterations in all. Returns ``(theta, ||grad L||, iterations)``.
+    """
+    round_steps = round_steps or ROUND_STEPS
+    grad = lambda t: training.objective_grad(probe, t[None], X, Y, w[None], weight_decay)[0]
+    grad_norm, done = float(grad(theta).norm()), 0
+    while done < steps and grad_norm > tol:
+        factor = _gauss_newton_factor(probe, theta, X, Y, w, weight_decay)
+        to_theta = lambda y, origin=theta, factor=factor: origin + torch.linalg.solve_triangular(
+            factor.T, y[:, None], upper=True)[:, 0]
+        y = torch.zeros_like(theta, requires_grad=True)
+        budget = min(round_steps, steps - done)
+        optimizer = torch.optim.LBFGS([y], lr=1, max_iter=budget, max_eval=2 * budget, tolerance_grad=0.0,
+                                      tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
+        reached: list[tuple[Tensor, float]] = []
+
+        def closure():
+            point = to_theta(y.detach())
+            g = grad(point)
+            if float(g.norm()) <= tol:
+                reached.append((point, float(g.norm())))
+                raise _Reached
+            y.grad = torch.linalg.solve_triangular(factor, g[:, None], upper=False)[:, 0]
+            return _objective(probe, point, X, Y, w, weight_decay).detach()
+
+        previous = theta
+        try:
+            optimizer.step(closure)
+        except _Reached:
+            pass
+        done += max(1, optimizer.state[y].get("n_iter", 0))
+        if reached:
+            return reached[0][0], reached[0][1], done
+        theta = to_theta(y.detach())
+        grad_norm = float(grad(theta).norm())
+        if torch.equal(theta, previous):
+            break
+    return theta, grad_norm, done
+
+
+class _Reached(Exception):
+    """Raised inside an L-BFGS closure at a point within the tolerance, to stop there."""
+
+
+ROUND_STEPS = 200
+"""L-BFGS iterations of :func:`lbfgs_gauss_newton` between two Gauss-Newton factorisations."""
 
 
 def newton_refreshed(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *,
@@ -440,7 +510,8 @@ def newton_refreshed(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Tens
     Gauss-Newton matrix at the current iterate, refactored every :data:`REFRESH_EVERY` steps, until
     ``||grad L|| <= tol``, ``max_newton`` steps, or no step lowers ``L`` even with a fresh factor (the float64
     floor). Returns ``(theta, ||grad L||, Newton steps taken)``."""
-    grad_norm, newton_steps = math.inf, 0
+    grad_norm = float(training.objective_grad(probe, theta[None], X, Y, w[None], weight_decay)[0].norm())
+    newton_steps = 0
     while newton_steps < max_newton and grad_norm > tol:
         factor = _gauss_newton_factor(probe, theta, X, Y, w, weight_decay)
         precondition = lambda v, factor=factor: torch.cholesky_solve(v[:, None], factor)[:, 0]

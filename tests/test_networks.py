@@ -373,6 +373,40 @@ def test_certified_leave_one_out_lsi_equals_brute_force():
     assert err <= 1e-9 and err_last <= 1e-9  # measured 1.7e-11 and 3.7e-11 (solves to gradient norm 1e-10)
 
 
+def test_lbfgs_in_the_gauss_newton_metric_reaches_the_optimum_of_exact_newton():
+    """From a rough start, L-BFGS in the Gauss-Newton metric alone (no Newton stage) reaches the tolerance at
+    the point dense exact Newton confirms; with a wrong chain rule its line searches would fail short of it."""
+    X, y = _images(10, seed=11)
+    lam, tol = 0.001, 1e-9  # at 0.01 this narrow network's optimum is the zero network
+    net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=4)
+    rough, info = networks.fit_certified(net, X, y, weight_decay=lam, tol=tol, lbfgs_steps=5, max_newton=0)
+    assert info["grad_norm"] > 1e-3
+    probe = networks.GaussNewtonModule(rough, 3)
+    w = torch.ones(len(X), dtype=X.dtype)
+    theta, norm, iterations = networks.lbfgs_gauss_newton(probe, _flat(rough), X, y, w, weight_decay=lam, tol=tol,
+                                                          steps=2000, round_steps=40)
+    assert norm <= tol and 0 < iterations <= 2000 and float(theta.norm()) > 1
+    logits = lambda t, x: torch.func.functional_call(net, probe._unflatten(t), (x,))
+    objective = lambda t: torch.nn.functional.cross_entropy(logits(t, X), y) + 0.5 * lam * t.dot(t)
+    exact = _exact_newton(objective, theta)
+    smallest = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(objective, exact))[0])
+    assert smallest > 0  # a minimum; |theta - theta*| <= ||grad|| / smallest eigenvalue, to first order
+    assert float((exact - theta).norm()) <= 1.5 * norm / smallest
+
+
+def test_the_zero_network_is_flagged_trivial_although_its_gradient_certifies_it():
+    """At a large lambda the zero network, which predicts every class alike (L = ln C), is a strict local
+    minimum: the gradient norm certifies it and ``trivial`` says what it is. So it is for this two-channel
+    network at the paper's lambda = 0.01 too; at 0.001 it fits the nine images."""
+    X, y = _images(9, seed=12)
+    net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=5)
+    zero, info = networks.fit_certified(net, X, y, weight_decay=1.0, tol=1e-9, lbfgs_steps=300)
+    assert info["reached_tol"] and info["trivial"]
+    assert abs(info["objective"] - np.log(3)) <= 1e-9 and float(_flat(zero).norm()) <= 1e-6
+    fitted, info = networks.fit_certified(net, X, y, weight_decay=0.001, tol=1e-9, lbfgs_steps=300)
+    assert info["reached_tol"] and not info["trivial"] and info["objective"] < np.log(3) - 0.1
+
+
 def test_a_left_out_network_the_downdated_preconditioner_leaves_short_is_finished_with_its_own():
     """A preconditioner that gives no direction (zero) leaves the first Newton solve where it started; the
     refreshed Gauss-Newton factors then reach the tolerance and the same optimum as a solve with them alone."""

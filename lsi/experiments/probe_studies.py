@@ -111,12 +111,17 @@ def certified_leave_one_out(fitted: networks.Network, fit_info: Mapping, inputs:
 
     Every left-out network is warm-started at ``theta_D``: when :func:`lsi.networks.fit_certified` did not
     bring ``theta_D`` within ``tol`` (``fit_info["reached_tol"]``), no left-out network can be certified
-    either, and solving hundreds of them from there costs hours for numbers no rule may judge. Returns
+    either, and solving hundreds of them from there costs hours for numbers no rule may judge. Nor from the
+    zero network (``fit_info["trivial"]``), a certified optimum that predicts every class alike. Returns
     ``(table or None, convergence)``: ``convergence`` is :func:`lsi.claims.converged` of the largest
     gradient norm over every network solved (the full-data one alone when none is left out).
     """
-    from lsi.claims import converged
+    from lsi.claims import Precondition, converged
 
+    if fit_info.get("trivial"):
+        return None, Precondition(False, f"{what} (the full-data network) ended at the zero network, which "
+                                         f"predicts every class alike (objective {fit_info['objective']:.6g} = ln C): "
+                                         "an optimum its gradient norm certifies, but not a trained network")
     if not fit_info["reached_tol"]:
         return None, converged(fit_info["grad_norm"], tol=tol, what=f"{what} (the full-data network)")
     table = networks.leave_one_out_lsi(fitted, inputs, labels, indices, weight_decay=weight_decay, tol=tol, ids=ids,

@@ -309,15 +309,18 @@ def test_table1_claims_of_a_network_not_measured_say_cannot_tell_with_the_reason
 
 def test_certified_leave_one_out_solves_left_out_networks_only_from_a_certified_optimum():
     """From a certified full-data network: the exact table, gated on every network; from an uncertified one:
-    nothing solved, and the gate names the full-data gradient norm."""
+    nothing solved, and the gate names the full-data gradient norm; from the zero network: nothing solved either."""
     from lsi import networks
     generator = torch.Generator().manual_seed(5)
     X, y = torch.rand(8, 3, 32, 32, generator=generator, dtype=torch.float64), torch.arange(8) % 2
     net = networks.build("smooth_cnn", n_classes=2, width=(2, 2, 2), seed=0)
-    fitted, info = networks.fit_certified(net, X, y, weight_decay=0.01, tol=1e-9, lbfgs_steps=300)
-    assert info["reached_tol"]
-    table, gate = experiments.certified_leave_one_out(fitted, info, X, y, [1, 6], weight_decay=0.01, tol=1e-9)
+    fitted, info = networks.fit_certified(net, X, y, weight_decay=0.001, tol=1e-9, lbfgs_steps=300)
+    assert info["reached_tol"] and not info["trivial"]
+    table, gate = experiments.certified_leave_one_out(fitted, info, X, y, [1, 6], weight_decay=0.001, tol=1e-9)
     assert gate.holds and list(table["index"]) == [1, 6] and (table["lsi_last_layer"] <= table["lsi"]).all()
     short = {**info, "grad_norm": 3e-4, "reached_tol": False}
-    table, gate = experiments.certified_leave_one_out(fitted, short, X, y, [1, 6], weight_decay=0.01, tol=1e-9)
+    table, gate = experiments.certified_leave_one_out(fitted, short, X, y, [1, 6], weight_decay=0.001, tol=1e-9)
     assert table is None and not gate.holds and "0.0003" in gate.why and "full-data" in gate.why
+    zero = {**info, "trivial": True, "objective": float(np.log(2))}
+    table, gate = experiments.certified_leave_one_out(fitted, zero, X, y, [1, 6], weight_decay=0.001, tol=1e-9)
+    assert table is None and not gate.holds and "zero network" in gate.why and "0.693147" in gate.why
