@@ -362,6 +362,18 @@ def _objective(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tenso
     return (probe.ce(theta[None], X, Y)[0] * w).sum() / w.sum() + 0.5 * weight_decay * theta.dot(theta)
 
 
+def _gradient(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, weight_decay: float) -> Tensor:
+    """``grad L(theta)`` of :func:`_objective` at one ``theta``."""
+    return training.objective_grad(probe, theta[None], X, Y, w[None], weight_decay)[0]
+
+
+def _lbfgs(params: list[Tensor], steps: int, *, tol: float) -> torch.optim.LBFGS:
+    """The L-BFGS both stages of the fit use: unit step, strong Wolfe line search, 50 pairs, at most ``steps``
+    iterations and ``2 steps`` evaluations, stopping at a gradient entry of at most ``tol`` in absolute value."""
+    return torch.optim.LBFGS(params, lr=1, max_iter=steps, max_eval=2 * steps, tolerance_grad=tol,
+                             tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
+
+
 def newton_pcg(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tensor, *, weight_decay: float,
                precondition: Callable[[Tensor], Tensor], tol: float, max_newton: int = 30,
                cg_iter: int = 50) -> tuple[Tensor, float]:
@@ -376,7 +388,7 @@ def newton_pcg(probe: ModuleProbe, theta: Tensor, X: Tensor, Y: Tensor, w: Tenso
     """
     m = w.sum()
     for step_count in range(max_newton + 1):
-        g = training.objective_grad(probe, theta[None], X, Y, w[None], weight_decay)[0]
+        g = _gradient(probe, theta, X, Y, w, weight_decay)
         norm = float(g.norm())
         if norm <= tol or step_count == max_newton:  # the norm returned is always that of the theta returned
             break
@@ -427,9 +439,7 @@ def fit_certified(net: Network, inputs: Tensor, labels: Tensor, *, weight_decay:
         loss.backward()
         return loss
 
-    optimizer = torch.optim.LBFGS(params, lr=1, max_iter=lbfgs_steps, max_eval=2 * lbfgs_steps,
-                                  tolerance_grad=tol, tolerance_change=0.0, history_size=50,
-                                  line_search_fn="strong_wolfe")
+    optimizer = _lbfgs(params, lbfgs_steps, tol=tol)
     optimizer.step(closure)
     lbfgs_iterations = optimizer.state[params[0]].get("n_iter", 0)
     probe = GaussNewtonModule(model, model.head.out_features)
@@ -460,7 +470,7 @@ def lbfgs_gauss_newton(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Te
     ``||grad L|| <= tol``, or after ``steps`` iterations in all. Returns ``(theta, ||grad L||, iterations)``.
     """
     round_steps = round_steps or ROUND_STEPS
-    grad = lambda t: training.objective_grad(probe, t[None], X, Y, w[None], weight_decay)[0]
+    grad = lambda t: _gradient(probe, t, X, Y, w, weight_decay)
     grad_norm, done = float(grad(theta).norm()), 0
     while done < steps and grad_norm > tol:
         factor = _gauss_newton_factor(probe, theta, X, Y, w, weight_decay)
@@ -468,8 +478,7 @@ def lbfgs_gauss_newton(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Te
             factor.T, y[:, None], upper=True)[:, 0]
         y = torch.zeros_like(theta, requires_grad=True)
         budget = min(round_steps, steps - done)
-        optimizer = torch.optim.LBFGS([y], lr=1, max_iter=budget, max_eval=2 * budget, tolerance_grad=0.0,
-                                      tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
+        optimizer = _lbfgs([y], budget, tol=0.0)
         reached: list[tuple[Tensor, float]] = []
 
         def closure():
@@ -510,7 +519,7 @@ def newton_refreshed(probe: GaussNewtonModule, theta: Tensor, X: Tensor, Y: Tens
     Gauss-Newton matrix at the current iterate, refactored every :data:`REFRESH_EVERY` steps, until
     ``||grad L|| <= tol``, ``max_newton`` steps, or no step lowers ``L`` even with a fresh factor (the float64
     floor). Returns ``(theta, ||grad L||, Newton steps taken)``."""
-    grad_norm = float(training.objective_grad(probe, theta[None], X, Y, w[None], weight_decay)[0].norm())
+    grad_norm = float(_gradient(probe, theta, X, Y, w, weight_decay).norm())
     newton_steps = 0
     while newton_steps < max_newton and grad_norm > tol:
         factor = _gauss_newton_factor(probe, theta, X, Y, w, weight_decay)
@@ -591,7 +600,7 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     theta_D = nn.utils.parameters_to_vector(net.parameters()).detach().to(device=inputs.device, dtype=inputs.dtype)
     n = len(inputs)
     ones = torch.ones(1, n, dtype=inputs.dtype, device=inputs.device)
-    full_grad_norm = float(training.objective_grad(probe, theta_D[None], inputs, labels, ones, weight_decay).norm())
+    full_grad_norm = float(_gradient(probe, theta_D, inputs, labels, ones[0], weight_decay).norm())
     inverse = training.hessian_inverse(probe, theta_D, inputs, labels, weight_decay=weight_decay)
     prior = lambda m, count: torch.full((count,), weight_decay * m, dtype=torch.float64, device=inputs.device)
     P0 = curvature.diag(probe, theta_D[None], inputs, ones, prior(n, 1))
