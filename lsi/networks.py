@@ -575,7 +575,8 @@ LEFT_OUT_REFRESHED_STEPS = 30
 def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Sequence[int], *,
                       weight_decay: float = PAPER["weight_decay"], tol: float = CERTIFIED_TOL,
                       ids: Sequence | None = None, marginals: dict[str, list[str]] | None = None,
-                      chunk: int = 16) -> pd.DataFrame:
+                      chunk: int = 16, checkpoint: str | None = None, progress: bool = False,
+                      executor: Callable | None = None) -> pd.DataFrame:
     """Exact LSI of the samples ``indices`` of a smooth network at its full-data optimum (diagonal Laplace).
 
     ``net`` holds ``theta_D`` (from :func:`fit_certified`). Each left-out network is
@@ -591,48 +592,83 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     posterior. ``marginals`` adds ``lsi_<name>`` columns, the same KL over the named
     parameters' coordinates (``networks.head_parameters``: the authors' last-layer LSI).
 
-    Returns the columns ``index, id, label, lsi, kl_mean, kl_cov, grad_norm`` and
-    ``attrs["lsi"]`` with ``full_data_grad_norm``, ``max_grad_norm`` (over the full-data
-    and every left-out network), ``tol`` and ``wall_time_s``.
+    The samples go through :func:`lsi.runner.run` ``chunk`` at a time: with ``checkpoint`` (a folder) every
+    finished chunk is stored under the run's identity (data, ``theta_D``, options), and a rerun after a kill
+    solves only the chunks that are missing; ``executor`` scores them elsewhere (:data:`lsi.runner.Executor`). Returns the columns ``index, id, label, lsi, kl_mean, kl_cov,
+    grad_norm`` and ``attrs["lsi"]``: the runner's provenance with ``full_data_grad_norm``, ``max_grad_norm``
+    (over the full-data and every left-out network) and ``tol``.
     """
-    start = time.perf_counter()
+    from lsi import runner
+
     probe = GaussNewtonModule(net, net.head.out_features)
     theta_D = nn.utils.parameters_to_vector(net.parameters()).detach().to(device=inputs.device, dtype=inputs.dtype)
+    started = runner.start(inputs.device)
+    options = {"weight_decay": weight_decay, "tol": tol, "marginals": marginals or {}, "hessian": "diag"}
+    identity = runner.run_identity("lsi-network", options, data=runner.fingerprint(inputs, labels),
+                                   module=runner.fingerprint(theta_D))
     n = len(inputs)
-    ones = torch.ones(1, n, dtype=inputs.dtype, device=inputs.device)
-    full_grad_norm = float(_gradient(probe, theta_D, inputs, labels, ones[0], weight_decay).norm())
-    inverse = training.hessian_inverse(probe, theta_D, inputs, labels, weight_decay=weight_decay)
-    prior = lambda m, count: torch.full((count,), weight_decay * m, dtype=torch.float64, device=inputs.device)
-    P0 = curvature.diag(probe, theta_D[None], inputs, ones, prior(n, 1))
-    offsets = np.cumsum([0, *probe.sizes])
-    coords = {name: torch.as_tensor(np.concatenate([np.arange(offsets[k], offsets[k + 1])
-                                                    for k, part in enumerate(probe.names) if part in names]),
-                                    device=inputs.device)
-              for name, names in (marginals or {}).items()}
-    indices = np.asarray(indices, dtype=int)
-    frames = []
-    for begin in range(0, len(indices), chunk):
-        rows = indices[begin:begin + chunk]
-        excluded = torch.as_tensor(rows, device=inputs.device)
-        downdated = training.LeaveOneOutHessian(probe, theta_D, inverse, inputs, excluded)
-        w = training.loo_weights(n, excluded, dtype=inputs.dtype, device=inputs.device)
-        solved = [_solve_left_out(probe, theta_D, inputs, labels, w[b], weight_decay=weight_decay, tol=tol,
-                                  precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0],
-                                  refresh=full_grad_norm <= tol)
-                  for b in range(len(rows))]
+    ones = torch.ones(n, dtype=inputs.dtype, device=inputs.device)
+    full_grad_norm = float(_gradient(probe, theta_D, inputs, labels, ones, weight_decay).norm())
+    scorer = _LeftOutScorer(probe, theta_D, inputs, labels, weight_decay=weight_decay, tol=tol, ids=ids,
+                            marginals=marginals or {}, refresh=full_grad_norm <= tol)
+    table = runner.run(np.asarray(indices, dtype=int), scorer.score, size=chunk, identity=identity,
+                       checkpoint=checkpoint, progress=progress, desc="left-out networks", unit="network",
+                       executor=executor, finite=("lsi", "kl_mean", "kl_cov"))
+    table.attrs["lsi"] = runner.provenance(
+        started, identity=identity, options=options, n_samples=n, n_scored=len(table), n_params=len(theta_D),
+        full_data_grad_norm=full_grad_norm, tol=tol,
+        max_grad_norm=max(full_grad_norm, float(table["grad_norm"].max())))
+    return table
+
+
+class _LeftOutScorer:
+    """Scores chunks of left-out samples for :func:`leave_one_out_lsi`: what every chunk shares (the full-data
+    posterior, the Gauss-Newton inverse, the marginal coordinates) is computed once, on the first chunk."""
+
+    def __init__(self, probe: GaussNewtonModule, theta_D: Tensor, X: Tensor, Y: Tensor, *, weight_decay: float,
+                 tol: float, ids: Sequence | None, marginals: dict[str, list[str]], refresh: bool):
+        self.probe, self.theta_D, self.X, self.Y = probe, theta_D, X, Y
+        self.weight_decay, self.tol, self.ids, self.refresh = weight_decay, tol, ids, refresh
+        self.marginals, self._shared = marginals, None
+
+    def _prior(self, m: int, count: int) -> Tensor:
+        return torch.full((count,), self.weight_decay * m, dtype=torch.float64, device=self.X.device)
+
+    def shared(self) -> tuple[Tensor, curvature.Diag, dict[str, Tensor]]:
+        """``(GGN inverse, full-data posterior, coordinates of each marginal)``, computed on first use."""
+        if self._shared is None:
+            probe, n = self.probe, len(self.X)
+            inverse = training.hessian_inverse(probe, self.theta_D, self.X, self.Y, weight_decay=self.weight_decay)
+            ones = torch.ones(1, n, dtype=self.X.dtype, device=self.X.device)
+            P0 = curvature.diag(probe, self.theta_D[None], self.X, ones, self._prior(n, 1))
+            offsets = np.cumsum([0, *probe.sizes])
+            coords = {name: torch.as_tensor(np.concatenate([np.arange(offsets[k], offsets[k + 1])
+                                                            for k, part in enumerate(probe.names) if part in names]),
+                                            device=self.X.device)
+                      for name, names in self.marginals.items()}
+            self._shared = inverse, P0, coords
+        return self._shared
+
+    def score(self, rows: np.ndarray, bar) -> pd.DataFrame:
+        inverse, P0, coords = self.shared()
+        probe, X, n = self.probe, self.X, len(self.X)
+        excluded = torch.as_tensor(rows, device=X.device)
+        downdated = training.LeaveOneOutHessian(probe, self.theta_D, inverse, X, excluded)
+        w = training.loo_weights(n, excluded, dtype=X.dtype, device=X.device)
+        solved = []
+        for b in range(len(rows)):
+            solved.append(_solve_left_out(probe, self.theta_D, X, self.Y, w[b], weight_decay=self.weight_decay,
+                                          tol=self.tol, refresh=self.refresh,
+                                          precondition=lambda v, b=b: downdated.solve(v[None], torch.tensor([b]))[0]))
+            bar.update(1)
         theta = torch.stack([t for t, _ in solved])
-        delta, grad_norm = theta - theta_D, np.array([g for _, g in solved])
-        P1 = curvature.Diag(probe.ggn_diag(theta, inputs, w), prior(n - 1, len(rows)))
+        delta, grad_norm = theta - self.theta_D, np.array([g for _, g in solved])
+        P1 = curvature.Diag(probe.ggn_diag(theta, X, w), self._prior(n - 1, len(rows)))
         mean, cov = kl_terms(P0, P1, delta)
         marginal = {f"lsi_{name}": sum(kl_terms(curvature.Diag(P0.ggn[:, c], P0.prior),
                                                 curvature.Diag(P1.ggn[:, c], P1.prior), delta[:, c])).cpu().numpy()
                     for name, c in coords.items()}
-        frames.append(pd.DataFrame({
-            "index": rows, "id": rows if ids is None else np.asarray(ids)[rows],
-            "label": labels[excluded].cpu().numpy(), "lsi": (mean + cov).cpu().numpy(),
-            "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(), "grad_norm": grad_norm, **marginal}))
-    table = pd.concat(frames, ignore_index=True)
-    table.attrs["lsi"] = {"full_data_grad_norm": full_grad_norm, "tol": tol,
-                          "max_grad_norm": max(full_grad_norm, float(table["grad_norm"].max())),
-                          "wall_time_s": time.perf_counter() - start}
-    return table
+        return pd.DataFrame({
+            "index": rows, "id": rows if self.ids is None else np.asarray(self.ids)[rows],
+            "label": self.Y[excluded].cpu().numpy(), "lsi": (mean + cov).cpu().numpy(),
+            "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(), "grad_norm": grad_norm, **marginal})

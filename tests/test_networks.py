@@ -8,11 +8,12 @@ import copy
 
 import mpmath
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import lsi
-from lsi import networks, reference, training
+from lsi import networks, reference, runner, training
 from lsi.probes import ModuleProbe
 
 HYPER = dict(lr=0.04, momentum=0.9, weight_decay=0.01)
@@ -425,6 +426,29 @@ def test_a_left_out_network_the_downdated_preconditioner_leaves_short_is_finishe
                                                              max_newton=30)
     assert norm <= tol and reference_norm <= tol
     assert float((theta - reference).norm() / (theta - theta_D).norm()) <= 1e-6
+
+
+def test_leave_one_out_lsi_resumes_from_a_checkpoint_and_carries_the_runners_identity(tmp_path):
+    """A run killed after its first chunk solves only the missing ones when rerun, with the same rows; another
+    theta_D finds no chunk of its own in the folder."""
+    from executors import Counting, Interrupted, StopAfter
+    X, y = _images(8, seed=3)
+    net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=2)
+    fitted, _ = networks.fit_certified(net, X, y, weight_decay=0.001, tol=1e-8, lbfgs_steps=200)
+    kw = dict(weight_decay=0.001, tol=1e-8, chunk=2, marginals={"last_layer": networks.head_parameters(fitted)})
+    whole = networks.leave_one_out_lsi(fitted, X, y, [0, 3, 5, 6], **kw)
+    with pytest.raises(Interrupted):
+        networks.leave_one_out_lsi(fitted, X, y, [0, 3, 5, 6], checkpoint=tmp_path, executor=StopAfter(1), **kw)
+    counting = Counting()
+    resumed = networks.leave_one_out_lsi(fitted, X, y, [0, 3, 5, 6], checkpoint=tmp_path, executor=counting, **kw)
+    assert counting.scored == [5]                                             # only the missing chunk ran
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+    identity = resumed.attrs["lsi"]["identity"]
+    assert identity["measure"] == "lsi-network" and identity["module_sha256"] == runner.fingerprint(_flat(fitted))
+    assert resumed.attrs["lsi"]["max_grad_norm"] <= 1e-8
+    moved = networks.with_parameters(fitted, _flat(fitted) * (1 + 1e-9))
+    with pytest.raises(ValueError, match="other options"):                    # another theta_D, same folder
+        networks.leave_one_out_lsi(moved, X, y, [0, 3, 5, 6], checkpoint=tmp_path, **kw)
 
 
 def test_leave_one_out_lsi_reports_networks_that_stop_short():
