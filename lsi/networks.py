@@ -22,19 +22,19 @@ from __future__ import annotations
 import math
 import time
 from copy import deepcopy
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from lsi import curvature, training
+from lsi import curvature, runner, training
 from lsi.defaults import LSI, PAPER
 from lsi.enums import Architecture, Solver
 from lsi.kl import kl_terms
 from lsi.probes import ModuleProbe
-from lsi.validation import check_choice
+from lsi.validation import check_choice, check_indices
 
 IMAGE_SHAPE = (3, 32, 32)
 """Input shape of every model: CIFAR-10 pixels, channels first."""
@@ -592,14 +592,13 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     posterior. ``marginals`` adds ``lsi_<name>`` columns, the same KL over the named
     parameters' coordinates (``networks.head_parameters``: the authors' last-layer LSI).
 
-    The samples go through :func:`lsi.runner.run` ``chunk`` at a time: with ``checkpoint`` (a folder) every
-    finished chunk is stored under the run's identity (data, ``theta_D``, options), and a rerun after a kill
-    solves only the chunks that are missing; ``executor`` scores them elsewhere (:data:`lsi.runner.Executor`). Returns the columns ``index, id, label, lsi, kl_mean, kl_cov,
-    grad_norm`` and ``attrs["lsi"]``: the runner's provenance with ``full_data_grad_norm``, ``max_grad_norm``
-    (over the full-data and every left-out network) and ``tol``.
+    The samples (sorted and unique, :func:`lsi.validation.check_indices`) go through :func:`lsi.runner.run`
+    ``chunk`` at a time: with ``checkpoint`` (a folder) every finished chunk is stored under the run's identity
+    (data, ``theta_D``, options), and a rerun after a kill solves only the chunks that are missing; ``executor``
+    scores them elsewhere (:data:`lsi.runner.Executor`). Returns the columns ``index, id, label, lsi, kl_mean,
+    kl_cov, grad_norm`` and ``attrs["lsi"]``: the runner's provenance with ``full_data_grad_norm``,
+    ``max_grad_norm`` (over the full-data and every left-out network) and ``tol``.
     """
-    from lsi import runner
-
     probe = GaussNewtonModule(net, net.head.out_features)
     theta_D = nn.utils.parameters_to_vector(net.parameters()).detach().to(device=inputs.device, dtype=inputs.dtype)
     started = runner.start(inputs.device)
@@ -611,7 +610,7 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     full_grad_norm = float(_gradient(probe, theta_D, inputs, labels, ones, weight_decay).norm())
     scorer = _LeftOutScorer(probe, theta_D, inputs, labels, weight_decay=weight_decay, tol=tol, ids=ids,
                             marginals=marginals or {}, refresh=full_grad_norm <= tol)
-    table = runner.run(np.asarray(indices, dtype=int), scorer.score, size=chunk, identity=identity,
+    table = runner.run(check_indices(indices, n), scorer.score, size=chunk, identity=identity,
                        checkpoint=checkpoint, progress=progress, desc="left-out networks", unit="network",
                        executor=executor, finite=("lsi", "kl_mean", "kl_cov"))
     table.attrs["lsi"] = runner.provenance(
@@ -649,7 +648,8 @@ class _LeftOutScorer:
             self._shared = inverse, P0, coords
         return self._shared
 
-    def score(self, rows: np.ndarray, bar) -> pd.DataFrame:
+    def score(self, rows: np.ndarray, bar: Any) -> pd.DataFrame:
+        """One row per left-out sample of ``rows``; ``bar`` advances by one per network solved."""
         inverse, P0, coords = self.shared()
         probe, X, n = self.probe, self.X, len(self.X)
         excluded = torch.as_tensor(rows, device=X.device)
