@@ -133,6 +133,11 @@ loss gradient over n, of order 1e-3 for the few hundred to few thousand samples 
 book. A residual gradient a hundred times smaller moves the optimum by at most about 1%
 of that shift, so the ranking of the samples is the optimum's and not the optimiser's."""
 
+DETERMINED_FRACTION = 0.01
+"""Largest distance to the exact optimum, as a fraction of how far the model moved, that a gradient norm may
+leave: the 1% of :data:`CONVERGED_GRADIENT_NORM`'s argument, checked with the Hessian's smallest eigenvalue
+instead of assumed (:func:`determined`)."""
+
 MIN_CORRELATION_POINTS = 10
 """Fewest pairs a Spearman correlation is judged on. With n pairs one swapped neighbour pair
 moves Spearman by 12/(n^3 - n): 0.007 at n = 10, 0.1 at n = 5, 0.5 at n = 3."""
@@ -220,6 +225,37 @@ def converged(grad_norms: float | Sequence[float], *, tol: float = CONVERGED_GRA
         return Precondition(True)
     return Precondition(False, f"{what} have not converged (largest gradient norm {largest:.3g}, "
                                f"tolerance {tol:g})")
+
+
+def determined(grad_norms: float | Sequence[float], smallest_eigenvalue: float,
+               displacements: float | Sequence[float], *, what: str = "the left-out models",
+               fraction: float = DETERMINED_FRACTION) -> Precondition:
+    """Do the gradient norms pin the models down: is each one's distance to its exact optimum small next to
+    how far it moved?
+
+    Where the objective is strongly convex with smallest Hessian eigenvalue ``mu > 0``, a point with gradient
+    norm ``||g||`` lies within ``||g|| / mu`` of the optimum. :func:`converged` bounds ``||g||``, and that
+    suffices only when ``mu`` is not tiny: a nearly flat direction (``mu`` far below the L2 penalty) lets a
+    model with a small gradient norm sit far from its optimum. ``smallest_eigenvalue`` is the smallest
+    eigenvalue of the Hessian at the full-data optimum (:func:`lsi.networks.smallest_hessian_eigenvalue`),
+    ``displacements`` the distances ``||theta_-i - theta_D||`` the bounds are set against. Holds when every
+    ``||g_i|| / mu <= fraction * ||theta_-i - theta_D||``; fails when ``mu <= 0`` (not a minimum).
+    """
+    norms = np.atleast_1d(np.asarray(grad_norms, float))
+    moved = np.atleast_1d(np.asarray(displacements, float))
+    if norms.shape != moved.shape or norms.size == 0:
+        raise ValueError(f"determined needs one displacement per gradient norm; got {norms.size} norms and "
+                         f"{moved.size} displacements.")
+    if not smallest_eigenvalue > 0:
+        return Precondition(False, f"the full-data optimum is not a minimum: the Hessian's smallest eigenvalue "
+                                   f"is {smallest_eigenvalue:.3g}")
+    worst = float(np.max(norms / smallest_eigenvalue / moved))
+    if worst <= fraction:
+        return Precondition(True)
+    return Precondition(False, f"{what} are not determined by their gradient norms: the Hessian's smallest "
+                               f"eigenvalue {smallest_eigenvalue:.3g} leaves each within ||g|| / "
+                               f"{smallest_eigenvalue:.3g} of its optimum, up to {worst:.3g} times the distance "
+                               f"it moved (allowed: {fraction:g})")
 
 
 def independent(replicates: Sequence, *, what: str = "the replicates") -> Precondition:

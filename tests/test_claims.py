@@ -236,6 +236,22 @@ def test_a_failed_convergence_gives_cannot_tell_never_no():
         assert rule(*args, requires=[stuck]).status == "cannot tell"
 
 
+def test_determined_sets_the_distance_bound_against_the_displacement():
+    """The quarter-width CNN of issue 25: mu = 1.8e-6, gradient norm 1e-6, displacement 0.46 is not determined;
+    a well-conditioned optimum (mu = 0.01) with the same numbers is."""
+    flat = claims.determined([1e-6, 5e-7], 1.8e-6, [0.46, 0.19], what="the left-out CNNs")
+    assert not flat.holds and "the left-out CNNs are not determined" in flat.why and "1.8e-06" in flat.why
+    assert claims.determined([1e-6, 5e-7], 1e-2, [0.46, 0.19]).holds      # bounds 1e-4 and 5e-5: under 1%
+    edge = 0.01 * 0.46 * 1e-2                                            # exactly 1% of the displacement
+    assert claims.determined(edge, 1e-2, 0.46).holds and not claims.determined(edge * 1.01, 1e-2, 0.46).holds
+    saddle = claims.determined(1e-7, -1.05e-7, 0.1)
+    assert not saddle.holds and "not a minimum" in saddle.why
+    assert not claims.determined(1e-7, float("nan"), 0.1).holds
+    assert claims.correlates(0.95, requires=[flat]).status == "cannot tell"
+    with pytest.raises(ValueError, match="one displacement per gradient norm"):
+        claims.determined([1e-6, 1e-6], 1e-2, [0.1])
+
+
 def test_independent_replicates_on_both_sides():
     same = claims.independent([[0.1, 0.2], [0.1, 0.2], [0.1, 0.2]], what="probe seeds")
     assert not same.holds and "3 probe seeds are identical" in same.why

@@ -451,6 +451,25 @@ def test_leave_one_out_lsi_resumes_from_a_checkpoint_and_carries_the_runners_ide
         networks.leave_one_out_lsi(moved, X, y, [0, 3, 5, 6], checkpoint=tmp_path, **kw)
 
 
+def test_smallest_hessian_eigenvalue_equals_the_dense_hessians():
+    """Lanczos on Hessian-vector products against numpy's eigvalsh of the dense autograd Hessian."""
+    X, y = _images(8, seed=4)
+    lam = 0.001
+    net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=3)
+    fitted, _ = networks.fit_certified(net, X, y, weight_decay=lam, tol=1e-8, lbfgs_steps=200)
+    probe = ModuleProbe(fitted, 3)
+    theta = _flat(fitted)
+    dense = probe.hessian(theta, X, y, torch.ones(len(X), dtype=X.dtype)) / len(X) + lam * torch.eye(len(theta))
+    expected = float(np.linalg.eigvalsh(dense.numpy())[0])
+    measured = networks.smallest_hessian_eigenvalue(fitted, X, y, weight_decay=lam)
+    assert abs(measured - expected) <= 1e-8 * max(1.0, abs(expected))
+    random_net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=3, dtype=torch.float64)
+    probe_random = ModuleProbe(random_net, 3)
+    dense_random = probe_random.hessian(_flat(random_net), X, y, torch.ones(len(X), dtype=X.dtype)) / len(X)
+    lowest = float(np.linalg.eigvalsh(dense_random.numpy())[0])          # the seeded weights: not an optimum
+    assert lowest < 0 and abs(networks.smallest_hessian_eigenvalue(random_net, X, y, weight_decay=0.0) - lowest) <= 1e-8
+
+
 def test_leave_one_out_lsi_reports_networks_that_stop_short():
     """A tolerance below the float64 floor is not reached: grad_norm says so instead of an error."""
     X, y = _images(6, seed=8)
