@@ -621,7 +621,8 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     ``chunk`` at a time: with ``checkpoint`` (a folder) every finished chunk is stored under the run's identity
     (data, ``theta_D``, options), and a rerun after a kill solves only the chunks that are missing; ``executor``
     scores them elsewhere (:data:`lsi.runner.Executor`). Returns the columns ``index, id, label, lsi, kl_mean,
-    kl_cov, grad_norm`` and ``attrs["lsi"]``: the runner's provenance with ``full_data_grad_norm``,
+    kl_cov, grad_norm, displacement`` (``||theta_-i - theta_D||``, what :func:`lsi.claims.determined` sets the
+    gradient norm's distance bound against) and ``attrs["lsi"]``: the runner's provenance with ``full_data_grad_norm``,
     ``max_grad_norm`` (over the full-data and every left-out network) and ``tol``.
     """
     probe = GaussNewtonModule(net, net.head.out_features)
@@ -696,4 +697,5 @@ class _LeftOutScorer:
         return pd.DataFrame({
             "index": rows, "id": rows if self.ids is None else np.asarray(self.ids)[rows],
             "label": self.Y[excluded].cpu().numpy(), "lsi": (mean + cov).cpu().numpy(),
-            "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(), "grad_norm": grad_norm, **marginal})
+            "kl_mean": mean.cpu().numpy(), "kl_cov": cov.cpu().numpy(), "grad_norm": grad_norm,
+            "displacement": delta.norm(dim=1).cpu().numpy(), **marginal})

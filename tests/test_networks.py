@@ -361,10 +361,11 @@ def test_certified_leave_one_out_lsi_equals_brute_force():
     assert table.attrs["lsi"]["max_grad_norm"] <= tol and bool((table["grad_norm"] <= tol).all())
     p0 = reference.dense_precision(logits, theta_D, X, n * lam).diagonal()
     last = slice(-(net.head.weight.numel() + net.head.bias.numel()), None)
-    expected, expected_last = [], []
+    expected, expected_last, moved = [], [], []
     for i in table["index"]:
         keep = torch.arange(n) != i
         theta = _exact_newton(objective(keep), theta_D)
+        moved.append(float((theta - theta_D).norm()))
         p1 = reference.dense_precision(logits, theta, X[keep], (n - 1) * lam).diagonal()
         expected.append(_diag_kl(theta_D, p0, theta, p1))
         expected_last.append(_diag_kl(theta_D[last], p0[last], theta[last], p1[last]))
@@ -372,6 +373,7 @@ def test_certified_leave_one_out_lsi_equals_brute_force():
     err_last = float(np.max(np.abs(table["lsi_last_layer"] - expected_last) / np.abs(expected_last)))
     print(f"MEASURED certified smooth-CNN LSI vs brute force: max rel err {err:.3g} (last layer {err_last:.3g})")
     assert err <= 1e-9 and err_last <= 1e-9  # measured 1.7e-11 and 3.7e-11 (solves to gradient norm 1e-10)
+    np.testing.assert_allclose(table["displacement"], moved, rtol=1e-8)
 
 
 def test_lbfgs_in_the_gauss_newton_metric_reaches_the_optimum_of_exact_newton():
