@@ -572,6 +572,11 @@ LEFT_OUT_REFRESHED_STEPS = 30
 """Newton steps with refreshed factors a left-out network gets after the downdated preconditioner leaves it short."""
 
 
+def _weights(net: Network, inputs: Tensor) -> Tensor:
+    """``net``'s parameters as one flat vector, on ``inputs``' device and in its dtype."""
+    return nn.utils.parameters_to_vector(net.parameters()).detach().to(device=inputs.device, dtype=inputs.dtype)
+
+
 def smallest_hessian_eigenvalue(net: Network, inputs: Tensor, labels: Tensor, *,
                                 weight_decay: float = PAPER["weight_decay"], tol: float = 1e-8) -> float:
     """Smallest eigenvalue of the exact Hessian of ``L`` (:func:`_objective`, all samples) at ``net``'s weights.
@@ -584,7 +589,7 @@ def smallest_hessian_eigenvalue(net: Network, inputs: Tensor, labels: Tensor, *,
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     probe = ModuleProbe(net, net.head.out_features)
-    theta = nn.utils.parameters_to_vector(net.parameters()).detach().to(device=inputs.device, dtype=inputs.dtype)
+    theta = _weights(net, inputs)
     w = torch.ones(len(inputs), dtype=inputs.dtype, device=inputs.device)
 
     def apply(v: np.ndarray) -> np.ndarray:
@@ -626,7 +631,7 @@ def leave_one_out_lsi(net: Network, inputs: Tensor, labels: Tensor, indices: Seq
     ``max_grad_norm`` (over the full-data and every left-out network) and ``tol``.
     """
     probe = GaussNewtonModule(net, net.head.out_features)
-    theta_D = nn.utils.parameters_to_vector(net.parameters()).detach().to(device=inputs.device, dtype=inputs.dtype)
+    theta_D = _weights(net, inputs)
     started = runner.start(inputs.device)
     options = {"weight_decay": weight_decay, "tol": tol, "marginals": marginals or {}, "hessian": "diag"}
     identity = runner.run_identity("lsi-network", options, data=runner.fingerprint(inputs, labels),
