@@ -16,8 +16,9 @@ correlation, a slope or a bootstrap interval; replicates that are not
 identical; a bootstrap interval of non-zero width), and every rule takes
 ``requires=``: further :class:`Precondition` s the caller measured, chiefly
 :func:`converged` (the reference models are at their optimum). The checks are
-:func:`converged`, :func:`independent`, :func:`enough_points` and
-:func:`has_width`. A failed precondition gives ``cannot tell``, never ``no``.
+:func:`converged`, :func:`determined`, :func:`minimum`,
+:func:`independent`, :func:`enough_points` and :func:`has_width`; :func:`all_of`
+joins several. A failed precondition gives ``cannot tell``, never ``no``.
 
 Each threshold is a module constant with the reason for its value, fixed
 before looking at any result. The rules:
@@ -246,9 +247,8 @@ def determined(grad_norms: float | Sequence[float], smallest_eigenvalue: float,
     if norms.shape != moved.shape or norms.size == 0:
         raise ValueError(f"determined needs one displacement per gradient norm; got {norms.size} norms and "
                          f"{moved.size} displacements.")
-    if not smallest_eigenvalue > 0:
-        return Precondition(False, f"the full-data optimum is not a minimum: the Hessian's smallest eigenvalue "
-                                   f"is {smallest_eigenvalue:.3g}")
+    if not (curvature := minimum(smallest_eigenvalue)).holds:
+        return curvature
     worst = float(np.max(norms / smallest_eigenvalue / moved))
     if worst <= fraction:
         return Precondition(True)
@@ -256,6 +256,24 @@ def determined(grad_norms: float | Sequence[float], smallest_eigenvalue: float,
                                f"eigenvalue {smallest_eigenvalue:.3g} leaves each within ||g|| / "
                                f"{smallest_eigenvalue:.3g} of its optimum, up to {worst:.3g} times the distance "
                                f"it moved (allowed: {fraction:g})")
+
+
+def minimum(smallest_eigenvalue: float, *, what: str = "the full-data optimum") -> Precondition:
+    """Is a point whose gradient norm vanishes a minimum: is the Hessian's smallest eigenvalue positive?
+
+    A gradient norm alone certifies saddle points as well (:func:`lsi.networks.smallest_hessian_eigenvalue`
+    measures the eigenvalue); NaN fails.
+    """
+    if smallest_eigenvalue > 0:
+        return Precondition(True)
+    return Precondition(False, f"{what} is not a minimum: the Hessian's smallest eigenvalue is "
+                               f"{smallest_eigenvalue:.3g}")
+
+
+def all_of(*preconditions: Precondition) -> Precondition:
+    """One precondition that holds when every one of ``preconditions`` does; it gives every failed one's reason."""
+    failed = [p.why for p in preconditions if not p.holds]
+    return Precondition(not failed, "; ".join(failed))
 
 
 def independent(replicates: Sequence, *, what: str = "the replicates") -> Precondition:
@@ -762,10 +780,10 @@ def scales_like(x: Sequence[float], y: Sequence[float], expected_slope: float, *
 
 
 __all__ = ["BREAKDOWN_FACTOR", "CANNOT_TELL", "CLAIMS_METADATA", "CLOSE_RELATIVE_ERROR", "CONFIDENCE", "CONVERGED_GRADIENT_NORM", "Claim",
-           "Correlation", "EXPONENTIAL_P99_OVER_MEDIAN", "EXPONENTIAL_TOP10_SHARE", "MIN_CORRELATION_POINTS",
+           "Correlation", "DETERMINED_FRACTION", "EXPONENTIAL_P99_OVER_MEDIAN", "EXPONENTIAL_TOP10_SHARE", "MIN_CORRELATION_POINTS",
            "MIN_REPLICATES", "MIN_SLOPE_POINTS", "MODERATE_CORRELATION", "NO", "PARTLY", "Precondition",
            "RATIO_TOLERANCE", "STATUSES", "STRONG_AUROC", "STRONG_CORRELATION", "Verdict", "WEAK_AUROC",
-           "WEAK_CORRELATION", "YES", "approximates", "beats", "best", "breaks_down", "converged",
-           "correlates", "differ", "enough_points", "exceeds", "fitted_slope", "has_width", "independent",
-           "long_tail", "more_concentrated", "ordered", "ratio_near", "scales_like", "separates", "settles",
+           "WEAK_CORRELATION", "YES", "all_of", "approximates", "beats", "best", "breaks_down", "converged",
+           "correlates", "determined", "differ", "enough_points", "exceeds", "fitted_slope", "has_width", "independent",
+           "long_tail", "minimum", "more_concentrated", "ordered", "ratio_near", "scales_like", "separates", "settles",
            "spearman", "trend", "weakly_correlated"]

@@ -252,6 +252,17 @@ def test_determined_sets_the_distance_bound_against_the_displacement():
         claims.determined([1e-6, 1e-6], 1e-2, [0.1])
 
 
+def test_minimum_and_all_of_on_both_sides():
+    assert claims.minimum(1.8e-6).holds
+    saddle = claims.minimum(-1.05e-7, what="the full-data CNN")
+    assert not saddle.holds
+    assert saddle.why == "the full-data CNN is not a minimum: the Hessian's smallest eigenvalue is -1.05e-07"
+    assert not claims.minimum(0.0).holds and not claims.minimum(float("nan")).holds
+    assert claims.all_of(claims.minimum(1.0), claims.converged(1e-7, tol=1e-6)).holds and claims.all_of().holds
+    both = claims.all_of(saddle, claims.minimum(1.0), claims.converged(0.3, tol=1e-6))
+    assert not both.holds and both.why == f"{saddle.why}; " + claims.converged(0.3, tol=1e-6).why
+
+
 def test_independent_replicates_on_both_sides():
     same = claims.independent([[0.1, 0.2], [0.1, 0.2], [0.1, 0.2]], what="probe seeds")
     assert not same.holds and "3 probe seeds are identical" in same.why

@@ -220,6 +220,26 @@ def test_noisy_set_flips_a_stratified_subset():
         label_noise.noisy_set("blobs", fs, noise="blur")
 
 
+def _noisy_run(corrupted_scale, n=400, share=0.1, seed=0):
+    """A scored run: lognormal LSI, the corrupted tenth shifted up by ``corrupted_scale`` (log units)."""
+    rng = np.random.default_rng(seed)
+    corrupted = np.arange(n) < n * share
+    return pd.DataFrame({"lsi": np.exp(rng.normal(size=n) + corrupted_scale * corrupted), "corrupted": corrupted})
+
+
+def test_noise_claims_judge_fig5_and_app_e_from_the_two_runs():
+    flips, human = _noisy_run(6.0), _noisy_run(2.0, seed=1)
+    table = label_noise.noise_table({"probe": (flips, human)})
+    assert list(table.index) == [("probe", "random flips"), ("probe", "human labels (aggre)")]
+    assert table["noise rate"].tolist() == [0.1, 0.1]
+    assert table.loc[("probe", "random flips"), "auroc"] == stats.separation(flips["lsi"], flips["corrupted"])["auroc"]
+    fig5, app_e = label_noise.noise_claims(flips, human, where="every image")
+    assert fig5.claim.endswith("(Fig. 5): every image.") and fig5.verdict.status == "yes"
+    assert app_e.verdict.status == "yes" and "(400 samples)" in app_e.ours
+    swapped = label_noise.noise_claims(human, flips, where="swapped")   # human mislabels above the flips
+    assert swapped[1].verdict.status != "yes"
+
+
 def test_detect_adds_the_setting_to_the_detection_table():
     setting = label_noise.noisy_set("blobs", _feature_set(), noise="flip:0.1", seed=0)
     table, summary = label_noise.detect(setting, ["loss"], bootstrap=50)

@@ -453,23 +453,33 @@ def test_leave_one_out_lsi_resumes_from_a_checkpoint_and_carries_the_runners_ide
         networks.leave_one_out_lsi(moved, X, y, [0, 3, 5, 6], checkpoint=tmp_path, **kw)
 
 
-def test_smallest_hessian_eigenvalue_equals_the_dense_hessians():
-    """Lanczos on Hessian-vector products against numpy's eigvalsh of the dense autograd Hessian."""
+def _autograd_hessian(net, X, y, lam):
+    """The Hessian of L = mean CE + lam/2 ||theta||^2 by ``torch.autograd.functional.hessian`` on the flat
+    parameters: independent of the probes' Hessian-vector products."""
+    shapes = {name: p.shape for name, p in net.named_parameters()}
+
+    def objective(flat):
+        pieces = torch.split(flat, [shape.numel() for shape in shapes.values()])
+        params = {name: piece.view(shape) for (name, shape), piece in zip(shapes.items(), pieces)}
+        logits = torch.func.functional_call(net, params, (X,))
+        return torch.nn.functional.cross_entropy(logits, y) + 0.5 * lam * flat.pow(2).sum()
+
+    return torch.autograd.functional.hessian(objective, _flat(net))
+
+
+def test_smallest_hessian_eigenvalue_equals_the_autograd_hessians_both_ways():
+    """The dense path and Lanczos (forced by dense_limit=0) against numpy's eigvalsh of the autograd Hessian, at an
+    optimum and at the seeded weights (not an optimum: a negative eigenvalue)."""
     X, y = _images(8, seed=4)
-    lam = 0.001
     net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=3)
-    fitted, _ = networks.fit_certified(net, X, y, weight_decay=lam, tol=1e-8, lbfgs_steps=200)
-    probe = ModuleProbe(fitted, 3)
-    theta = _flat(fitted)
-    dense = probe.hessian(theta, X, y, torch.ones(len(X), dtype=X.dtype)) / len(X) + lam * torch.eye(len(theta))
-    expected = float(np.linalg.eigvalsh(dense.numpy())[0])
-    measured = networks.smallest_hessian_eigenvalue(fitted, X, y, weight_decay=lam)
-    assert abs(measured - expected) <= 1e-8 * max(1.0, abs(expected))
+    fitted, _ = networks.fit_certified(net, X, y, weight_decay=0.001, tol=1e-8, lbfgs_steps=200)
     random_net = networks.build("smooth_cnn", n_classes=3, width=TINY["small_cnn"], seed=3, dtype=torch.float64)
-    probe_random = ModuleProbe(random_net, 3)
-    dense_random = probe_random.hessian(_flat(random_net), X, y, torch.ones(len(X), dtype=X.dtype)) / len(X)
-    lowest = float(np.linalg.eigvalsh(dense_random.numpy())[0])          # the seeded weights: not an optimum
-    assert lowest < 0 and abs(networks.smallest_hessian_eigenvalue(random_net, X, y, weight_decay=0.0) - lowest) <= 1e-8
+    for model, lam in [(fitted, 0.001), (random_net, 0.0)]:
+        expected = float(np.linalg.eigvalsh(_autograd_hessian(model, X, y, lam).numpy())[0])
+        for limit in (networks.DENSE_HESSIAN_LIMIT, 0):
+            measured = networks.smallest_hessian_eigenvalue(model, X, y, weight_decay=lam, dense_limit=limit)
+            assert abs(measured - expected) <= 1e-8 * max(1.0, abs(expected)), (limit, measured, expected)
+        assert (expected > 0) == (model is fitted)
 
 
 def test_leave_one_out_lsi_reports_networks_that_stop_short():

@@ -6,12 +6,14 @@
 * :func:`class_positions`, :func:`load_features` - the subsets and projections the
   chapters use;
 * :func:`trak_and_lsi` - the paper's App. B: each training sample's LSI beside its mean TRAK score;
-* :func:`load_benchmark` - a benchmark result (JSON) that a chapter reads.
+* :func:`load_benchmark` - a benchmark result (JSON) that a chapter reads;
+* :func:`noise_table` and :func:`noise_claims` - Fig. 5 and App. E on scored runs with randomly flipped and with
+  human labels: the separation of the corrupted samples, and the two claims judged.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pandas as pd
 
 from lsi.compare import detection, scores
 from lsi.defaults import COMPARE, LSI, PAPER
-from lsi.stats import principal_projection
+from lsi.stats import principal_projection, separation
 
 @dataclass
 class NoisySet:
@@ -143,3 +145,44 @@ def load_benchmark(path: str | Path) -> tuple[dict | None, str | None]:
         return None, (f"{path} is not there: run the benchmark script that writes it (see its docstring) "
                       f"through the heavy-job queue, then rerun this chapter.")
     return json.loads(path.read_text()), None
+
+
+NOISE_KINDS = ("random flips", "human labels (aggre)")
+"""The two kinds of label noise of Fig. 5 and App. E, in the order :func:`noise_table` and :func:`noise_claims` take
+their runs."""
+
+
+def noise_table(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """:func:`lsi.stats.separation` of the corrupted samples of each run, one row per ``(setting, noise kind)``.
+
+    ``runs`` maps a setting (e.g. a probe) to its two scored runs ``(random flips, human labels)``, each with the
+    columns ``lsi`` and ``corrupted`` (a published table); the noise rate is ``n_positive / n``.
+    """
+    table = pd.DataFrame({(setting, kind): separation(run["lsi"], run["corrupted"])
+                          for setting, pair in runs.items() for kind, run in zip(NOISE_KINDS, pair)}).T
+    table["noise rate"] = table["n_positive"] / (table["n_positive"] + table["n_negative"])
+    return table
+
+
+def noise_claims(flips: pd.DataFrame, human: pd.DataFrame, *, where: str, tier: str = "converged",
+                 seed: int = 0) -> list:
+    """Fig. 5 and App. E judged on two scored runs (columns ``lsi`` and ``corrupted``) of the same images.
+
+    Fig. 5: the flipped samples separate from the rest (:func:`lsi.claims.separates`, some above every clean
+    one); App. E: the medians order clean < human mislabels < random flips (:func:`lsi.claims.ordered`, with
+    bootstrap intervals). ``where`` names the setting in the claim text.
+    """
+    from lsi.claims import Claim, ordered, separates
+
+    found = noise_table({where: (flips, human)}).loc[where]
+    flipped, mislabelled = found.loc[NOISE_KINDS[0]], found.loc[NOISE_KINDS[1]]
+    return [Claim(f"Mislabelled samples have substantially higher LSI; some exceed every correct one (Fig. 5): {where}.",
+                  f"median flipped/clean = {flipped['median_ratio']:.3g}x, AUROC {flipped['auroc']:.3f}, "
+                  f"{flipped['above_max_negative']:.1%} of flipped above the highest clean ({len(flips):,} samples)",
+                  separates(flips["lsi"], flips["corrupted"], what="flipped labels", above_all=True), tier=tier),
+            Claim(f"Human mislabels raise LSI, but less than random flips (App. E): {where}.",
+                  f"median ratio to clean: human {mislabelled['median_ratio']:.3g}x, flips "
+                  f"{flipped['median_ratio']:.3g}x ({len(human):,} samples)",
+                  ordered({"the correctly labelled samples": human.loc[~human["corrupted"], "lsi"],
+                           "the human mislabels": human.loc[human["corrupted"], "lsi"],
+                           "the random flips": flips.loc[flips["corrupted"], "lsi"]}, seed=seed), tier=tier)]

@@ -18,7 +18,8 @@
   wherever a tier does not apply (the paper's MLP probe against the linear one, Sec. 4.1).
 * :func:`table1` and :func:`table1_claims` - the Spearman correlations of App. D's Table 1 with
   bootstrap intervals, and their claim rows gated on the networks' convergence;
-  :func:`certified_leave_one_out` - a smooth network's exact leave-one-out LSI, run only from a certified optimum.
+  :func:`certified_leave_one_out` - a smooth network's exact leave-one-out LSI, run only from a certified minimum
+  and gated on whether the gradient norms pin the networks down.
 * :func:`lsi_subsets`, :func:`learnability`, :func:`seed_intervals`, :func:`by_subset` and
   :func:`learnability_cost` - low/mid/high-LSI subsets and a random one, the probe and pixel
   networks trained on each, their train and test accuracy across seeds (Sec. 4.3-4.4, Figs. 8-9, App. J).
@@ -105,28 +106,43 @@ def table1_claims(networks_: Mapping[str, tuple[Mapping | None, Any, str]], *, t
 
 def certified_leave_one_out(fitted: networks.Network, fit_info: Mapping, inputs: torch.Tensor,
                             labels: torch.Tensor, indices: Sequence[int], *, weight_decay: float, tol: float,
-                            ids: Sequence | None = None, what: str = "the smooth CNNs"):
+                            smallest_eigenvalue: float, ids: Sequence | None = None, what: str = "the smooth CNNs",
+                            checkpoint: str | None = None, progress: bool = False):
     """Exact leave-one-out LSI of a smooth network (:func:`lsi.networks.leave_one_out_lsi`, with the head's
-    marginals as ``lsi_last_layer``), only from a certified full-data network.
+    marginals as ``lsi_last_layer``), only from a certified full-data minimum.
 
-    Every left-out network is warm-started at ``theta_D``: when :func:`lsi.networks.fit_certified` did not
-    bring ``theta_D`` within ``tol`` (``fit_info["reached_tol"]``), no left-out network can be certified
-    either, and solving hundreds of them from there costs hours for numbers no rule may judge. Nor from the
-    zero network (``fit_info["trivial"]``), a certified optimum that predicts every class alike. Returns
-    ``(table or None, convergence)``: ``convergence`` is :func:`lsi.claims.converged` of the largest
-    gradient norm over every network solved (the full-data one alone when none is left out).
+    Every left-out network is warm-started at ``theta_D``, so none is solved (solving hundreds costs hours
+    for numbers no rule may judge) when ``theta_D`` is not a certified minimum:
+
+    * the zero network (``fit_info["trivial"]``): an optimum its gradient norm certifies, not a trained network;
+    * ``theta_D`` not within ``tol`` (``fit_info["reached_tol"]``): no left-out network can be certified either;
+    * ``smallest_eigenvalue`` (of the Hessian at ``theta_D``, :func:`lsi.networks.smallest_hessian_eigenvalue`)
+      not positive: a saddle point (:func:`lsi.claims.minimum`).
+
+    Otherwise the left-out networks are solved (resumable through ``checkpoint``) and the gate is
+    :func:`lsi.claims.all_of` two checks: :func:`lsi.claims.converged` (the largest gradient norm over every
+    network) and :func:`lsi.claims.determined`: each displacement ``theta_-i - theta_D`` is known to within
+    ``(||g_i|| + ||g_D||) / mu``, the two networks' distance bounds to their optima, with ``mu`` the smallest
+    eigenvalue at ``theta_D`` standing in for the left-out one's. Returns ``(table or None, gate)``.
     """
-    from lsi.claims import Precondition, converged
+    from lsi.claims import Precondition, all_of, converged, determined, minimum
 
+    full_data = f"{what} (the full-data network)"
     if fit_info.get("trivial"):
-        return None, Precondition(False, f"{what} (the full-data network) ended at the zero network, which "
+        return None, Precondition(False, f"{full_data} ended at the zero network, which "
                                          f"predicts every class alike (objective {fit_info['objective']:.6g} = ln C): "
                                          "an optimum its gradient norm certifies, but not a trained network")
     if not fit_info["reached_tol"]:
-        return None, converged(fit_info["grad_norm"], tol=tol, what=f"{what} (the full-data network)")
+        return None, converged(fit_info["grad_norm"], tol=tol, what=full_data)
+    if not (curvature := minimum(smallest_eigenvalue, what=full_data)).holds:
+        return None, curvature
     table = networks.leave_one_out_lsi(fitted, inputs, labels, indices, weight_decay=weight_decay, tol=tol, ids=ids,
-                                       marginals={"last_layer": networks.head_parameters(fitted)})
-    return table, converged(table.attrs["lsi"]["max_grad_norm"], tol=tol, what=what)
+                                       marginals={"last_layer": networks.head_parameters(fitted)},
+                                       checkpoint=checkpoint, progress=progress)
+    distance_bounds = table["grad_norm"].to_numpy() + fit_info["grad_norm"]
+    return table, all_of(converged(table.attrs["lsi"]["max_grad_norm"], tol=tol, what=what),
+                         determined(distance_bounds, smallest_eigenvalue, table["displacement"].to_numpy(),
+                                    what=f"{what} left out"))
 
 
 def nested_order(labels: Sequence[int], n_scored: int, *, seed: int = 0) -> np.ndarray:

@@ -6,12 +6,16 @@ about a run comes from the run's output, so the checks below are textual:
 - no code cell (other than ``parameters``) longer than ``MAX_CELL_LINES`` non-blank lines;
 - no code cell compares against a numeric literal with ``<``, ``>``, ``<=`` or ``>=``
   (a threshold belongs in ``lsi.claims`` with its documented reason);
+- no output call (``plots.*``, ``verdicts.*``) stands as a bare statement inside a block (``if``, ``for``,
+  ``with``, ``try``): IPython shows only a cell's last top-level expression, so the output would be silently
+  dropped; such calls go through ``display``;
 - no markdown cell states a decimal number or a percentage outside math, code
   and references to the paper (``Sec. 4.1``), since such a number would be
   typed rather than measured (or would go stale when a parameter changes).
 """
 from __future__ import annotations
 
+import ast
 import re
 
 import nbformat
@@ -65,3 +69,20 @@ def test_the_checks_catch_what_they_are_for():
     assert not _THRESHOLD.search(_code(nbformat.v4.new_code_cell('y = (labels == 5).astype(int); s = f"{a > 2}"')))
     assert _TYPED_NUMBER.search("LSI grows 5.3x here") and _TYPED_NUMBER.search("the top 10% hold")
     assert not _TYPED_NUMBER.search(_REFERENCE.sub("", "the paper's probe (Sec. 4.1)"))
+
+
+_OUTPUTS = ("plots.", "verdicts.")
+
+
+@pytest.mark.parametrize("chapter", _chapters(), ids=lambda c: c.name)
+def test_no_output_is_dropped_inside_a_block(chapter):
+    nb = nbformat.read(str(chapter.notebook), as_version=4)
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        blocks = [node for node in ast.walk(ast.parse(cell.source))
+                  if isinstance(node, (ast.If, ast.For, ast.While, ast.With, ast.Try))]
+        dropped = [ast.unparse(inner.value.func) for block in blocks for inner in ast.walk(block)
+                   if isinstance(inner, ast.Expr) and isinstance(inner.value, ast.Call)
+                   and ast.unparse(inner.value.func).startswith(_OUTPUTS)]
+        assert not dropped, f"{chapter.name} cell {number}: {dropped} in a block shows nothing; use display()"

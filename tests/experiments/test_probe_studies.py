@@ -7,7 +7,7 @@ import torch
 import lsi
 import lsi.corruptions
 from core_data import blobs
-from lsi import experiments
+from lsi import claims, experiments
 from lsi.data import availability
 
 
@@ -279,7 +279,6 @@ def test_learnability_replicates_vary_the_drawn_samples():
 
 def test_table1_claims_are_gated_on_convergence():
     """Table 1 from three score columns; a network that has not converged gets cannot tell, whatever its numbers."""
-    from lsi import claims
     rng = np.random.default_rng(3)
     base = rng.lognormal(size=60)
     scores = pd.DataFrame({"all parameters": base, "last layer": base * rng.lognormal(0, 0.05, 60),
@@ -298,7 +297,6 @@ def test_table1_claims_are_gated_on_convergence():
 
 
 def test_table1_claims_of_a_network_not_measured_say_cannot_tell_with_the_reason():
-    from lsi import claims
     unconverged = claims.converged(0.115, tol=1e-6, what="the smooth CNNs")
     rows = experiments.table1_claims({"smooth": (None, unconverged, "converged")}, tol=1e-6)
     assert len(rows) == 3 and {r.verdict.status for r in rows} == {"cannot tell"}
@@ -307,20 +305,27 @@ def test_table1_claims_of_a_network_not_measured_say_cannot_tell_with_the_reason
         experiments.table1_claims({"smooth": (None, claims.converged(1e-7, tol=1e-6), "converged")}, tol=1e-6)
 
 
-def test_certified_leave_one_out_solves_left_out_networks_only_from_a_certified_optimum():
-    """From a certified full-data network: the exact table, gated on every network; from an uncertified one:
-    nothing solved, and the gate names the full-data gradient norm; from the zero network: nothing solved either."""
+def test_certified_leave_one_out_solves_left_out_networks_only_from_a_certified_minimum():
+    """From a certified full-data minimum: the exact table, gated on every network's gradient norm and on whether
+    the norms pin the networks down; from an uncertified network, the zero network or a saddle: nothing solved,
+    and the gate says which."""
     from lsi import networks
     generator = torch.Generator().manual_seed(5)
     X, y = torch.rand(8, 3, 32, 32, generator=generator, dtype=torch.float64), torch.arange(8) % 2
     net = networks.build("smooth_cnn", n_classes=2, width=(2, 2, 2), seed=0)
     fitted, info = networks.fit_certified(net, X, y, weight_decay=0.001, tol=1e-9, lbfgs_steps=300)
     assert info["reached_tol"] and not info["trivial"]
-    table, gate = experiments.certified_leave_one_out(fitted, info, X, y, [1, 6], weight_decay=0.001, tol=1e-9)
+    mu = networks.smallest_hessian_eigenvalue(fitted, X, y, weight_decay=0.001)
+    solve = lambda fit, eigenvalue: experiments.certified_leave_one_out(
+        fitted, fit, X, y, [1, 6], weight_decay=0.001, tol=1e-9, smallest_eigenvalue=eigenvalue)
+    table, gate = solve(info, mu)
     assert gate.holds and list(table["index"]) == [1, 6] and (table["lsi_last_layer"] <= table["lsi"]).all()
-    short = {**info, "grad_norm": 3e-4, "reached_tol": False}
-    table, gate = experiments.certified_leave_one_out(fitted, short, X, y, [1, 6], weight_decay=0.001, tol=1e-9)
-    assert table is None and not gate.holds and "0.0003" in gate.why and "full-data" in gate.why
-    zero = {**info, "trivial": True, "objective": float(np.log(2))}
-    table, gate = experiments.certified_leave_one_out(fitted, zero, X, y, [1, 6], weight_decay=0.001, tol=1e-9)
-    assert table is None and not gate.holds and "zero network" in gate.why and "0.693147" in gate.why
+    bound = (table["grad_norm"] + info["grad_norm"]) / table["displacement"]
+    flat = bound.max() / claims.DETERMINED_FRACTION / 2      # an eigenvalue at which the same norms are too loose
+    table, gate = solve(info, flat)
+    assert table is not None and not gate.holds and "left out are not determined" in gate.why
+    for fit, eigenvalue, reason in [({**info, "grad_norm": 3e-4, "reached_tol": False}, mu, "0.0003"),
+                                    ({**info, "trivial": True, "objective": float(np.log(2))}, mu, "0.693147"),
+                                    (info, -1e-5, "not a minimum")]:
+        table, gate = solve(fit, eigenvalue)
+        assert table is None and not gate.holds and reason in gate.why and "full-data" in gate.why
