@@ -40,11 +40,28 @@ def _code(cell) -> str:
     return re.sub(r"'[^'\n]*'|\"[^\"\n]*\"", "''", text)
 
 
+def _cells(chapter, kind: str) -> list:
+    """``(number, cell)`` for every ``kind`` cell (``"code"``, ``"markdown"``) of the chapter's notebook."""
+    nb = nbformat.read(str(chapter.notebook), as_version=4)
+    return [(number, cell) for number, cell in enumerate(nb.cells) if cell.cell_type == kind]
+
+
+_OUTPUTS = ("plots.", "verdicts.")
+_BLOCKS = (ast.If, ast.For, ast.While, ast.With, ast.Try)
+
+
+def _dropped_outputs(source: str) -> list[str]:
+    """Output calls standing as bare statements inside a block: IPython shows none of them."""
+    blocks = [node for node in ast.walk(ast.parse(source)) if isinstance(node, _BLOCKS)]
+    return [ast.unparse(inner.value.func) for block in blocks for inner in ast.walk(block)
+            if isinstance(inner, ast.Expr) and isinstance(inner.value, ast.Call)
+            and ast.unparse(inner.value.func).startswith(_OUTPUTS)]
+
+
 @pytest.mark.parametrize("chapter", _chapters(), ids=lambda c: c.name)
 def test_code_cells_are_short_and_hold_no_thresholds(chapter):
-    nb = nbformat.read(str(chapter.notebook), as_version=4)
-    for number, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+    for number, cell in _cells(chapter, "code"):
+        if "parameters" in cell.metadata.get("tags", []):
             continue
         lines = [line for line in cell.source.splitlines() if line.strip()]
         assert len(lines) <= MAX_CELL_LINES, f"{chapter.name} cell {number}: {len(lines)} lines"
@@ -54,10 +71,7 @@ def test_code_cells_are_short_and_hold_no_thresholds(chapter):
 
 @pytest.mark.parametrize("chapter", _chapters(), ids=lambda c: c.name)
 def test_markdown_states_no_typed_numbers(chapter):
-    nb = nbformat.read(str(chapter.notebook), as_version=4)
-    for number, cell in enumerate(nb.cells):
-        if cell.cell_type != "markdown":
-            continue
+    for number, cell in _cells(chapter, "markdown"):
         prose = _REFERENCE.sub("", _MATH_OR_CODE.sub("", cell.source))
         found = _TYPED_NUMBER.search(prose)
         assert not found, f"{chapter.name} cell {number}: typed number {found.group(0)!r} in {prose[:80]!r}"
@@ -69,20 +83,12 @@ def test_the_checks_catch_what_they_are_for():
     assert not _THRESHOLD.search(_code(nbformat.v4.new_code_cell('y = (labels == 5).astype(int); s = f"{a > 2}"')))
     assert _TYPED_NUMBER.search("LSI grows 5.3x here") and _TYPED_NUMBER.search("the top 10% hold")
     assert not _TYPED_NUMBER.search(_REFERENCE.sub("", "the paper's probe (Sec. 4.1)"))
-
-
-_OUTPUTS = ("plots.", "verdicts.")
+    assert _dropped_outputs("if ok:\n    plots.note('x')") == ["plots.note"]
+    assert _dropped_outputs("if ok:\n    display(plots.note('x'))\nplots.table(t)") == []
 
 
 @pytest.mark.parametrize("chapter", _chapters(), ids=lambda c: c.name)
 def test_no_output_is_dropped_inside_a_block(chapter):
-    nb = nbformat.read(str(chapter.notebook), as_version=4)
-    for number, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        blocks = [node for node in ast.walk(ast.parse(cell.source))
-                  if isinstance(node, (ast.If, ast.For, ast.While, ast.With, ast.Try))]
-        dropped = [ast.unparse(inner.value.func) for block in blocks for inner in ast.walk(block)
-                   if isinstance(inner, ast.Expr) and isinstance(inner.value, ast.Call)
-                   and ast.unparse(inner.value.func).startswith(_OUTPUTS)]
+    for number, cell in _cells(chapter, "code"):
+        dropped = _dropped_outputs(cell.source)
         assert not dropped, f"{chapter.name} cell {number}: {dropped} in a block shows nothing; use display()"
