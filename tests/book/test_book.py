@@ -49,7 +49,7 @@ def test_notebook_sources_have_no_outputs_and_one_parameters_cell(chapters):
 
 
 def test_notebooks_import_only_lsi_and_display_libraries(chapters):
-    allowed = {"lsi", "numpy", "pandas", "altair", "torch"}  # torch: to define the networks a chapter studies
+    allowed = {"lsi", "numpy", "pandas", "altair", "IPython", "torch"}  # torch: to define the networks a chapter studies
     for chapter in chapters.values():
         nb = nbformat.read(str(chapter.notebook), as_version=4)
         for cell in nb.cells:
