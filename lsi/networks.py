@@ -598,15 +598,15 @@ def smallest_hessian_eigenvalue(net: Network, inputs: Tensor, labels: Tensor, *,
     probe = ModuleProbe(net, net.head.out_features)
     theta = _weights(net, inputs)
     w = torch.ones(len(inputs), dtype=inputs.dtype, device=inputs.device)
-    shift = lambda product, v: product / len(inputs) + weight_decay * v
     if len(theta) <= dense_limit:
-        hessian = shift(probe.hessian(theta, inputs, labels, w, chunk=chunk), torch.eye(len(theta)).to(theta))
+        hessian = probe.hessian(theta, inputs, labels, w, chunk=chunk) / len(inputs)
+        hessian.diagonal().add_(weight_decay)                          # + lambda I, without a second K x K matrix
         return float(torch.linalg.eigvalsh(0.5 * (hessian + hessian.T))[0])
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     def apply(v: np.ndarray) -> np.ndarray:
         v = torch.as_tensor(np.asarray(v).reshape(-1), dtype=theta.dtype, device=theta.device)
-        return shift(probe.hvp(theta, inputs, labels, w, v[None])[0], v).cpu().numpy()
+        return (probe.hvp(theta, inputs, labels, w, v[None])[0] / len(inputs) + weight_decay * v).cpu().numpy()
 
     operator = LinearOperator((len(theta), len(theta)), matvec=apply, dtype=np.float64)
     start = np.random.default_rng(0).standard_normal(len(theta))
