@@ -229,15 +229,22 @@ def _noisy_run(corrupted_scale, n=400, share=0.1, seed=0):
 
 def test_noise_claims_judge_fig5_and_app_e_from_the_two_runs():
     flips, human = _noisy_run(6.0), _noisy_run(2.0, seed=1)
-    table = label_noise.noise_table({"probe": (flips, human)})
-    assert list(table.index) == [("probe", "random flips"), ("probe", "human labels (aggre)")]
-    assert table["noise rate"].tolist() == [0.1, 0.1]
+    both = {label_noise.HUMAN: human, label_noise.FLIPS: flips}          # any order in, NOISE_KINDS order out
+    table = label_noise.noise_table({"probe": both, "other": {label_noise.FLIPS: flips}})
+    assert list(table.index) == [("probe", "random flips"), ("probe", "human labels (aggre)"),
+                                 ("other", "random flips")]
+    assert table["noise rate"].tolist() == [0.1, 0.1, 0.1]
     assert table.loc[("probe", "random flips"), "auroc"] == stats.separation(flips["lsi"], flips["corrupted"])["auroc"]
-    fig5, app_e = label_noise.noise_claims(flips, human, where="every image")
+    fig5, app_e = label_noise.noise_claims(both, where="every image")
     assert fig5.claim.endswith("(Fig. 5): every image.") and fig5.verdict.status == "yes"
     assert app_e.verdict.status == "yes" and "(400 samples)" in app_e.ours
-    swapped = label_noise.noise_claims(human, flips, where="swapped")   # human mislabels above the flips
-    assert swapped[1].verdict.status != "yes"
+    swapped = label_noise.noise_claims({label_noise.FLIPS: human, label_noise.HUMAN: flips}, where="swapped")
+    assert swapped[1].verdict.status != "yes"                              # human mislabels above the flips
+    only_flips = label_noise.noise_claims({label_noise.FLIPS: flips}, where="flips only")
+    assert [c.claim for c in only_flips] == [fig5.claim.replace("every image", "flips only")]
+    assert label_noise.noise_claims({label_noise.HUMAN: human}, where="human only") == []
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        label_noise.noise_table({"probe": {"flips": flips}})
 
 
 def test_detect_adds_the_setting_to_the_detection_table():

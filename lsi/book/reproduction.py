@@ -8,6 +8,14 @@ found with what the published one found (:func:`compare_chapter`) and writes the
 (``data/reproduction.json``, beside the reproduced scores, where a site built from that folder finds it) and
 as a page (``reproduction.md``).
 
+**Over several sittings.** ``chapters=`` (``--chapters``) executes only some chapters; the others keep the
+comparison an earlier report at the same commit and profile made of them (the report beside the reproduced
+chapters, else the published book's). :func:`publish_reproduction` (``--publish``) then copies the reproduced
+chapters and the report over the published book, so that a machine that does not keep ``_build`` between
+sittings resumes from the published book: a chapter published at this commit and fingerprint whose comparison
+the published report holds is not executed again, and keeps that comparison (made against the chapter it
+replaced). A chapter no report has compared yet is ``not reproduced yet``.
+
 **The claims** are read from each executed notebook's claim boxes: from the records :func:`lsi.book.verdicts.box`
 stores in the output's metadata (key :data:`lsi.claims.CLAIMS_METADATA`), or, for chapters executed before
 it did, parsed from the box's HTML table (the same fields: claim, this run's numbers, tier, verdict).
@@ -26,12 +34,13 @@ import html
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters, missing_data
-from lsi.book.records import read_runs
+from lsi.book.records import atomic_write_text, read_runs, record_run
 
 OUT = REPO / "_build" / "reproduce"
 REPORT_JSON = "reproduction.json"
@@ -40,6 +49,8 @@ IDENTICAL, WITHIN, DRIFTED, CHANGED, MISSING, NEW = (
     "identical", "within tolerance", "drifted", "verdict changed", "missing", "new")
 REPRODUCED = (IDENTICAL, WITHIN)
 """Claim outcomes that count as reproduced."""
+NOT_YET = "not reproduced yet"
+"""Status of a chapter left out of a sitting (``chapters=``) that no earlier report at this commit compared."""
 
 _NUMBER = r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?"
 """A number as the claims print it (``-0.699``, ``5,000``, ``1e-8``), not digits inside a word (``p99``, ``log10``)."""
@@ -184,6 +195,24 @@ class ChapterComparison:
         return self.status == "compared" and all(c.ok for c in self.claims)
 
 
+def comparison_from_dict(record: dict[str, Any]) -> ChapterComparison:
+    """A :class:`ChapterComparison` back from its report record (:meth:`Report.to_dict`)."""
+    claims = [ClaimComparison(**{**row, "numbers": [Number(**n) for n in row["numbers"]]})
+              for row in record["claims"]]
+    return ChapterComparison(**{k: v for k, v in record.items() if k not in ("ok", "claims")}, claims=claims)
+
+
+def earlier_comparisons(profile: str, commit: str, *reports: Path) -> dict[str, ChapterComparison]:
+    """The compared chapters of the reports among ``reports`` written at ``profile`` and ``commit``, a later
+    report's comparison of a chapter replacing an earlier one's."""
+    found = {}
+    for path in reports:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if record.get("profile") == profile and record.get("commit") == commit:
+            found |= {c["chapter"]: comparison_from_dict(c) for c in record["chapters"] if c["status"] == "compared"}
+    return found
+
+
 def compare_chapter(name: str, published: str | Path, reproduced: str | Path) -> ChapterComparison:
     """Compare the claims and parameters of the executed chapter ``reproduced`` with its ``published`` version."""
     published, reproduced = Path(published), Path(reproduced)
@@ -297,16 +326,19 @@ def commit_warning(commits: dict[str, str]) -> str:
 
 
 def reproduce(profile: str = "book", out: str | Path | None = None, chapters: dict[str, Chapter] | None = None,
-              published: str | Path | None = None, progress: bool = True) -> Report:
+              published: str | Path | None = None, progress: bool = True, only: Sequence[str] | None = None,
+              sittings: str | Path | None = None) -> Report:
     """Re-execute every chapter at ``profile`` into ``out/chapters``, then compare it with the published book.
 
     ``out`` defaults to ``_build/reproduce/<profile>`` and may not hold the published chapters
     (``published``, default :data:`PUBLISHED`). A chapter already reproduced there at this commit and
-    fingerprint is not executed again; one whose data cannot be reached is reported as not reproduced.
+    fingerprint is not executed again, nor is one that an earlier sitting published into ``sittings``
+    (default: ``published``; :func:`publish_reproduction`) at this commit and fingerprint with its comparison;
+    one whose data cannot be reached is reported as not reproduced. ``only`` executes just these chapters;
+    the others keep an earlier report's comparison at this commit, or are ``not reproduced yet``.
     Writes ``out/data/reproduction.json`` and ``out/reproduction.md`` and returns the report.
     """
     from lsi.book import run
-    from lsi.book.fingerprint import fingerprint
     from lsi.provenance import git_commit
 
     chapters = chapters if chapters is not None else load_chapters()
@@ -321,12 +353,23 @@ def reproduce(profile: str = "book", out: str | Path | None = None, chapters: di
         print(warning, flush=True)
     expected = {name: (read_runs(data_dir(published) / name).get(profile) or {}).get("seconds")
                 for name in chapters}
+    unknown = sorted(set(only or ()) - set(chapters))
+    if unknown:
+        raise ValueError(f"Unknown chapter(s) {', '.join(unknown)}; choose among {', '.join(chapters)}.")
     commit, start, results = git_commit(), time.perf_counter(), []
+    sittings = Path(sittings) if sittings is not None else published
+    by_book = earlier_comparisons(profile, commit, data_dir(sittings) / REPORT_JSON)
+    earlier = by_book | earlier_comparisons(profile, commit, out / "data" / REPORT_JSON)
     for number, (name, chapter) in enumerate(chapters.items(), 1):
+        if name in by_book and _published_here(name, chapter, profile, commit, sittings):
+            results.append(by_book[name])
+            print(f"{name}: reproduced and published at this commit before; its comparison is kept", flush=True)
+            continue
+        if only is not None and name not in only:
+            results.append(earlier.get(name) or ChapterComparison(name, NOT_YET, commits.get(name, "")))
+            continue
         reason = missing_data(chapter)
-        record = read_runs(data_dir(target) / name).get(profile) or {}
-        done = (reason is None and (target / f"{name}.ipynb").is_file() and record.get("commit") == commit
-                and record.get("fingerprint") == fingerprint(chapter, profile))
+        done = reason is None and _published_here(name, chapter, profile, commit, target)
         if progress:
             print(_progress(number, chapters, name, expected, time.perf_counter() - start, done), flush=True)
         if reason:
@@ -347,6 +390,53 @@ def reproduce(profile: str = "book", out: str | Path | None = None, chapters: di
     return report
 
 
+def _published_here(name: str, chapter: Chapter, profile: str, commit: str, folder: Path) -> bool:
+    """Whether ``folder`` holds ``name`` executed at ``profile``, this commit and today's fingerprint."""
+    from lsi.book.fingerprint import fingerprint
+
+    record = read_runs(data_dir(folder) / name).get(profile) or {}
+    return ((folder / f"{name}.ipynb").is_file() and record.get("commit") == commit
+            and record.get("fingerprint") == fingerprint(chapter, profile))
+
+
+def publish_reproduction(report: Report, out: str | Path | None = None, published: str | Path | None = None) -> list[str]:
+    """Copy the chapters ``report`` reproduced into ``out`` over the published book ``published`` (default
+    :data:`PUBLISHED`), with the report.
+
+    A republication at one commit ``X`` that spans sittings runs in a checkout of ``X`` (whose published
+    chapters are the ones to compare with) and publishes into the checkout that records the sittings
+    (``lsi book reproduce --publish ../main/book/chapters``), which :func:`reproduce` reads as ``sittings``.
+
+    Each chapter executed and compared in this sitting (its notebook in ``out/chapters``, its run at the
+    report's commit) replaces the published notebook and scores; its ``runs.json`` keeps the published
+    records of the other profiles. The report's JSON goes beside the published chapters, where the book's
+    reproduction page and the next sitting (:func:`reproduce`) find it. Returns the chapters published.
+    """
+    import shutil
+
+    from lsi.book.records import recover_folder, swap_folder
+    from lsi.results import atomic_write_bytes
+
+    out = Path(out) if out is not None else OUT / report.profile
+    published = Path(published) if published is not None else PUBLISHED
+    source, target = out / "chapters", data_dir(published)
+    names = [c.chapter for c in report.chapters if c.status == "compared" and c.reproduced_commit == report.commit
+             and (source / f"{c.chapter}.ipynb").is_file()
+             and (read_runs(data_dir(source) / c.chapter).get(report.profile) or {}).get("commit") == report.commit]
+    for name in names:
+        recover_folder(target / name)
+        staging = target / f".staging-{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(data_dir(source) / name, staging)
+        runs = read_runs(target / name)
+        runs[report.profile] = read_runs(staging)[report.profile]
+        record_run(staging, runs)
+        atomic_write_bytes(published / f"{name}.ipynb", (source / f"{name}.ipynb").read_bytes())
+        swap_folder(staging, target / name)
+    atomic_write_text(target / REPORT_JSON, json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    return names
+
+
 def _progress(number: int, chapters: dict, name: str, expected: dict, elapsed: float, done: bool) -> str:
     from lsi.book.pages import duration_words
 
@@ -362,8 +452,6 @@ def _progress(number: int, chapters: dict, name: str, expected: dict, elapsed: f
 
 def write_report(report: Report, out: str | Path) -> tuple[Path, Path]:
     """Write the report as ``out/data/reproduction.json`` and ``out/reproduction.md``; return both paths."""
-    from lsi.book.records import atomic_write_text
-
     out = Path(out)
     record = out / "data" / REPORT_JSON
     page = out / REPORT_PAGE

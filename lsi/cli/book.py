@@ -5,6 +5,7 @@
     lsi book build --profile ci --out _build/ci
     lsi book build                    # re-executes only the chapters whose fingerprint changed
     lsi book reproduce                # every chapter again into _build/reproduce/book, then a report
+    lsi book reproduce --chapters cifar10 imdb --publish   # a sitting of it, published so the next resumes
     lsi book adopt                    # one-off: accept published runs that recorded no fingerprint
     lsi book pdf                      # _build/book.pdf from the published chapters
 """
@@ -69,6 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--profile", default="book", choices=book.PROFILES, help="default: book")
     reproduce.add_argument("--out", type=Path, default=None,
                            help="folder of the reproduction (default: _build/reproduce/<profile>)")
+    reproduce.add_argument("--chapters", nargs="+", metavar="CHAPTER", default=None,
+                           help="execute only these chapters in this sitting; the others keep the comparison an "
+                                "earlier report at this commit made (default: every chapter)")
+    reproduce.add_argument("--publish", nargs="?", type=Path, const=book.PUBLISHED, default=None,
+                           metavar="CHAPTERS_DIR",
+                           help="then copy the chapters reproduced in this sitting and the report over a "
+                                "published book (default: this checkout's book/chapters; for a republication at "
+                                "an older commit run from a checkout of it, the book/chapters of the checkout "
+                                "you commit to); a later sitting at the same commit, with the same --publish, "
+                                "resumes from what that book holds")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bar within a chapter")
     reproduce.set_defaults(func=_reproduce)
 
@@ -184,9 +195,14 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    report = book.reproduce(args.profile, out=args.out, progress=not args.quiet)
+    report = book.reproduce(args.profile, out=args.out, progress=not args.quiet, only=args.chapters,
+                            sittings=args.publish)
     moved = [c.chapter for c in report.chapters if not c.ok]
     print(f"reproduction report: {(args.out or book.reproduction.OUT / args.profile) / 'reproduction.md'}")
+    if args.publish:
+        published = book.reproduction.publish_reproduction(report, args.out, args.publish)
+        print(f"published over the book: {', '.join(published) or 'no chapter reproduced in this sitting'}; "
+              f"the report: {book.data_dir(args.publish) / book.reproduction.REPORT_JSON}")
     print("everything reproduced within its tolerance" if report.ok else
           f"not reproduced within tolerance: {', '.join(moved)}")
     return 0 if report.ok else 1

@@ -147,42 +147,61 @@ def load_benchmark(path: str | Path) -> tuple[dict | None, str | None]:
     return json.loads(path.read_text()), None
 
 
-NOISE_KINDS = ("random flips", "human labels (aggre)")
-"""The two kinds of label noise of Fig. 5 and App. E, in the order :func:`noise_table` and :func:`noise_claims` take
-their runs."""
+FLIPS, HUMAN = "random flips", "human labels (aggre)"
+NOISE_KINDS = (FLIPS, HUMAN)
+"""The two kinds of label noise of Fig. 5 and App. E: the keys of the runs :func:`noise_table` and
+:func:`noise_claims` take."""
 
 
-def noise_table(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+def _by_kind(runs: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """``runs`` in the order of :data:`NOISE_KINDS`; an unknown kind is a ``ValueError``."""
+    unknown = set(runs) - set(NOISE_KINDS)
+    if unknown:
+        raise ValueError(f"unknown noise kind(s) {sorted(unknown)}; the kinds are {list(NOISE_KINDS)}")
+    return {kind: runs[kind] for kind in NOISE_KINDS if kind in runs}
+
+
+def noise_table(runs: Mapping[str, Mapping[str, pd.DataFrame]]) -> pd.DataFrame:
     """:func:`lsi.stats.separation` of the corrupted samples of each run, one row per ``(setting, noise kind)``.
 
-    ``runs`` maps a setting (e.g. a probe) to its two scored runs ``(random flips, human labels)``, each with the
-    columns ``lsi`` and ``corrupted`` (a published table); the noise rate is ``n_positive / n``.
+    ``runs`` maps a setting (e.g. a probe) to its scored runs by noise kind (keys from :data:`NOISE_KINDS`; a kind
+    not run is left out), each with the columns ``lsi`` and ``corrupted`` (a published table); the noise rate is
+    ``n_positive / n``.
     """
     table = pd.DataFrame({(setting, kind): separation(run["lsi"], run["corrupted"])
-                          for setting, pair in runs.items() for kind, run in zip(NOISE_KINDS, pair)}).T
+                          for setting, by_kind in runs.items() for kind, run in _by_kind(by_kind).items()}).T
     table["noise rate"] = table["n_positive"] / (table["n_positive"] + table["n_negative"])
     return table
 
 
-def noise_claims(flips: pd.DataFrame, human: pd.DataFrame, *, where: str, tier: str = "converged",
+def noise_claims(runs: Mapping[str, pd.DataFrame], *, where: str, tier: str = "converged",
                  seed: int = 0) -> list:
-    """Fig. 5 and App. E judged on two scored runs (columns ``lsi`` and ``corrupted``) of the same images.
+    """Fig. 5 and App. E judged on scored runs of the same images, by noise kind (keys from :data:`NOISE_KINDS`).
 
-    Fig. 5: the flipped samples separate from the rest (:func:`lsi.claims.separates`, some above every clean
-    one); App. E: the medians order clean < human mislabels < random flips (:func:`lsi.claims.ordered`, with
-    bootstrap intervals). ``where`` names the setting in the claim text.
+    Fig. 5, from the random flips: the flipped samples separate from the rest (:func:`lsi.claims.separates`, some
+    above every clean one). App. E, from both kinds: the medians order clean < human mislabels < random flips
+    (:func:`lsi.claims.ordered`, with bootstrap intervals). A claim whose runs are not given is not made.
+    ``where`` names the setting in the claim text.
     """
     from lsi.claims import Claim, ordered, separates
 
-    found = noise_table({where: (flips, human)}).loc[where]
-    flipped, mislabelled = found.loc[NOISE_KINDS[0]], found.loc[NOISE_KINDS[1]]
-    return [Claim(f"Mislabelled samples have substantially higher LSI; some exceed every correct one (Fig. 5): {where}.",
-                  f"median flipped/clean = {flipped['median_ratio']:.3g}x, AUROC {flipped['auroc']:.3f}, "
-                  f"{flipped['above_max_negative']:.1%} of flipped above the highest clean ({len(flips):,} samples)",
-                  separates(flips["lsi"], flips["corrupted"], what="flipped labels", above_all=True), tier=tier),
-            Claim(f"Human mislabels raise LSI, but less than random flips (App. E): {where}.",
-                  f"median ratio to clean: human {mislabelled['median_ratio']:.3g}x, flips "
-                  f"{flipped['median_ratio']:.3g}x ({len(human):,} samples)",
-                  ordered({"the correctly labelled samples": human.loc[~human["corrupted"], "lsi"],
-                           "the human mislabels": human.loc[human["corrupted"], "lsi"],
-                           "the random flips": flips.loc[flips["corrupted"], "lsi"]}, seed=seed), tier=tier)]
+    runs = _by_kind(runs)
+    found = noise_table({where: runs}).loc[where]
+    made = []
+    if FLIPS in runs:
+        flips, flipped = runs[FLIPS], found.loc[FLIPS]
+        made.append(Claim(
+            f"Mislabelled samples have substantially higher LSI; some exceed every correct one (Fig. 5): {where}.",
+            f"median flipped/clean = {flipped['median_ratio']:.3g}x, AUROC {flipped['auroc']:.3f}, "
+            f"{flipped['above_max_negative']:.1%} of flipped above the highest clean ({len(flips):,} samples)",
+            separates(flips["lsi"], flips["corrupted"], what="flipped labels", above_all=True), tier=tier))
+    if FLIPS in runs and HUMAN in runs:
+        flips, human = runs[FLIPS], runs[HUMAN]
+        made.append(Claim(
+            f"Human mislabels raise LSI, but less than random flips (App. E): {where}.",
+            f"median ratio to clean: human {found.loc[HUMAN, 'median_ratio']:.3g}x, flips "
+            f"{found.loc[FLIPS, 'median_ratio']:.3g}x ({len(human):,} samples)",
+            ordered({"the correctly labelled samples": human.loc[~human["corrupted"], "lsi"],
+                     "the human mislabels": human.loc[human["corrupted"], "lsi"],
+                     "the random flips": flips.loc[flips["corrupted"], "lsi"]}, seed=seed), tier=tier))
+    return made

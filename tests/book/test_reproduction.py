@@ -121,3 +121,53 @@ def test_book_run_shows_what_moved_against_the_published_chapter(tmp_path, monke
     text = capsys.readouterr().out
     assert "against the published chapter:" in text and "n: 400 -> 300" in text
     assert "drifted          The values are long-tailed." in text and "(400 values)" in text
+
+
+def test_a_reproduction_in_two_sittings_resumes_from_the_published_book(tmp_path, monkeypatch, capsys):
+    """A republication at one commit in two sittings, as on machines that forget `_build`: each runs in a
+    checkout of that commit (whose published chapters it compares with) and publishes into the checkout that
+    is committed (`--publish DIR`); the second resumes from what the first published there."""
+    import shutil
+
+    at_commit = tmp_path / "at_commit" / "book" / "chapters"             # the checkout of the commit
+    first, second = claims_chapter(tmp_path), book.Chapter("second", "Second", claims_chapter(tmp_path).notebook,
+                                                           (), {"n": 300, "seed": 0}, {})
+    for chapter in (first, second):
+        assert book.run_chapter(chapter, "ci", out=at_commit).status == "executed"
+    runs = at_commit.parent / "data" / "claimed" / "runs.json"
+    book.record_run(runs.parent, {**json.loads(runs.read_text()), "book": {"commit": "elsewhere"}})
+    shutil.copytree(at_commit.parent, tmp_path / "main" / "book")
+    main_book = tmp_path / "main" / "book" / "chapters"                   # the checkout that is committed
+    before = (at_commit / "claimed.ipynb").read_bytes()
+    monkeypatch.setattr(reproduce, "load_chapters", lambda: {"claimed": first, "second": second})
+    monkeypatch.setattr(reproduce, "PUBLISHED", at_commit)
+    out = tmp_path / "reproduced"
+    common = ["book", "reproduce", "--profile", "ci", "--out", str(out), "--quiet", "--publish", str(main_book)]
+
+    assert main(common + ["--chapters", "claimed"]) == 1                 # the book is not all reproduced yet
+    report = json.loads((main_book.parent / "data" / reproduce.REPORT_JSON).read_text())
+    assert [(c["chapter"], c["status"]) for c in report["chapters"]] == [("claimed", "compared"),
+                                                                          ("second", reproduce.NOT_YET)]
+    assert "published over the book: claimed;" in capsys.readouterr().out
+    published_runs = json.loads((main_book.parent / "data" / "claimed" / "runs.json").read_text())
+    assert published_runs["book"] == {"commit": "elsewhere"}               # other profiles' records kept
+    assert published_runs["ci"]["commit"] == report["commit"]
+    assert (main_book / "claimed.ipynb").read_bytes() == (out / "chapters" / "claimed.ipynb").read_bytes()
+    assert (at_commit / "claimed.ipynb").read_bytes() == before             # the compared-with book untouched
+    assert main(common + ["--chapters", "nowhere"]) == 2
+    assert "Unknown chapter(s) nowhere; choose among claimed, second." in capsys.readouterr().err
+
+    shutil.rmtree(out)                                                    # a new machine: no _build
+    executed = []
+    run_chapter = book.run.run_chapter
+    monkeypatch.setattr(book.run, "run_chapter", lambda chapter, *a, **k: executed.append(chapter.name)
+                        or run_chapter(chapter, *a, **k))
+    assert main(common + ["--chapters", "second"]) == 0
+    assert executed == ["second"]
+    assert "claimed: reproduced and published at this commit before" in capsys.readouterr().out
+    report = json.loads((main_book.parent / "data" / reproduce.REPORT_JSON).read_text())
+    assert report["ok"] and [c["chapter"] for c in report["chapters"]] == ["claimed", "second"]
+    assert all(row["outcome"] == "identical" for c in report["chapters"] for row in c["claims"])
+
+    executed.clear()
+    assert main(common) == 0 and executed == []                           # a third sitting has nothing left
