@@ -243,6 +243,7 @@ def test_noise_claims_judge_fig5_and_app_e_from_the_two_runs():
     only_flips = label_noise.noise_claims({label_noise.FLIPS: flips}, where="flips only")
     assert [c.claim for c in only_flips] == [fig5.claim.replace("every image", "flips only")]
     assert label_noise.noise_claims({label_noise.HUMAN: human}, where="human only") == []
+    assert label_noise.noise_claims({}, where="nothing run") == []
     with pytest.raises(ValueError, match="unknown noise kind"):
         label_noise.noise_table({"probe": {"flips": flips}})
 

@@ -186,17 +186,17 @@ def noise_claims(runs: Mapping[str, pd.DataFrame], *, where: str, tier: str = "c
     from lsi.claims import Claim, ordered, separates
 
     runs = _by_kind(runs)
+    if FLIPS not in runs:
+        return []
     found = noise_table({where: runs}).loc[where]
-    made = []
-    if FLIPS in runs:
-        flips, flipped = runs[FLIPS], found.loc[FLIPS]
-        made.append(Claim(
-            f"Mislabelled samples have substantially higher LSI; some exceed every correct one (Fig. 5): {where}.",
-            f"median flipped/clean = {flipped['median_ratio']:.3g}x, AUROC {flipped['auroc']:.3f}, "
-            f"{flipped['above_max_negative']:.1%} of flipped above the highest clean ({len(flips):,} samples)",
-            separates(flips["lsi"], flips["corrupted"], what="flipped labels", above_all=True), tier=tier))
-    if FLIPS in runs and HUMAN in runs:
-        flips, human = runs[FLIPS], runs[HUMAN]
+    flips, flipped = runs[FLIPS], found.loc[FLIPS]
+    made = [Claim(
+        f"Mislabelled samples have substantially higher LSI; some exceed every correct one (Fig. 5): {where}.",
+        f"median flipped/clean = {flipped['median_ratio']:.3g}x, AUROC {flipped['auroc']:.3f}, "
+        f"{flipped['above_max_negative']:.1%} of flipped above the highest clean ({len(flips):,} samples)",
+        separates(flips["lsi"], flips["corrupted"], what="flipped labels", above_all=True), tier=tier)]
+    if HUMAN in runs:
+        human = runs[HUMAN]
         made.append(Claim(
             f"Human mislabels raise LSI, but less than random flips (App. E): {where}.",
             f"median ratio to clean: human {found.loc[HUMAN, 'median_ratio']:.3g}x, flips "
