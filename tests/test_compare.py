@@ -238,6 +238,8 @@ def test_noise_claims_judge_fig5_and_app_e_from_the_two_runs():
     fig5, app_e = label_noise.noise_claims(both, where="every image")
     assert fig5.claim.endswith("(Fig. 5): every image.") and fig5.verdict.status == "yes"
     assert app_e.verdict.status == "yes" and "(400 samples)" in app_e.ours
+    judged = f"human mislabels {table.loc[('probe', 'human labels (aggre)'), 'median_positive']:.3g}, random flips"
+    assert judged in app_e.ours                                            # the medians the rule orders are shown
     swapped = label_noise.noise_claims({label_noise.FLIPS: human, label_noise.HUMAN: flips}, where="swapped")
     assert swapped[1].verdict.status != "yes"                              # human mislabels above the flips
     only_flips = label_noise.noise_claims({label_noise.FLIPS: flips}, where="flips only")

@@ -180,7 +180,9 @@ def noise_claims(runs: Mapping[str, pd.DataFrame], *, where: str, tier: str = "c
 
     Fig. 5, from the random flips: the flipped samples separate from the rest (:func:`lsi.claims.separates`, some
     above every clean one). App. E, from both kinds: the medians order clean < human mislabels < random flips
-    (:func:`lsi.claims.ordered`, with bootstrap intervals). A claim whose runs are not given is not made.
+    (:func:`lsi.claims.ordered`, with bootstrap intervals), the medians the rule judges shown beside each run's
+    ratio to its own correct labels (the two can disagree: random flips raise every sample's LSI in their run).
+    A claim whose runs are not given is not made.
     ``where`` names the setting in the claim text.
     """
     from lsi.claims import Claim, ordered, separates
@@ -196,11 +198,13 @@ def noise_claims(runs: Mapping[str, pd.DataFrame], *, where: str, tier: str = "c
         f"{flipped['above_max_negative']:.1%} of flipped above the highest clean ({len(flips):,} samples)",
         separates(flips["lsi"], flips["corrupted"], what="flipped labels", above_all=True), tier=tier)]
     if HUMAN in runs:
-        human = runs[HUMAN]
+        human, mislabelled = runs[HUMAN], found.loc[HUMAN]
         made.append(Claim(
             f"Human mislabels raise LSI, but less than random flips (App. E): {where}.",
-            f"median ratio to clean: human {found.loc[HUMAN, 'median_ratio']:.3g}x, flips "
-            f"{found.loc[FLIPS, 'median_ratio']:.3g}x ({len(human):,} samples)",
+            f"median LSI: correct labels {mislabelled['median_negative']:.3g}, human mislabels "
+            f"{mislabelled['median_positive']:.3g}, random flips {flipped['median_positive']:.3g}; ratio to the "
+            f"correct labels of their own run: human {mislabelled['median_ratio']:.3g}x, flips "
+            f"{flipped['median_ratio']:.3g}x ({len(human):,} samples)",
             ordered({"the correctly labelled samples": human.loc[~human["corrupted"], "lsi"],
                      "the human mislabels": human.loc[human["corrupted"], "lsi"],
                      "the random flips": flips.loc[flips["corrupted"], "lsi"]}, seed=seed), tier=tier))
