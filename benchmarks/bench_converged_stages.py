@@ -1,6 +1,7 @@
 """Where the converged tier's time goes: wall time per stage of the leave-one-out solves, beside its FLOP floor.
 
-    python benchmarks/bench_converged_stages.py [--n 20000] [--models 1024] [--out benchmarks/results/converged_stages.json]
+    python benchmarks/bench_converged_stages.py [--n 20000] [--models 1024] \
+        [--out benchmarks/results/converged_stages.json]
 
 The data are ``bench_core``'s synthetic features of CIFAR-like width (d = 512, C = 10). Each stage of
 :func:`lsi.training.solve_leave_one_out` is timed by wrapping the function that does it (in this process only):

@@ -192,11 +192,26 @@ def _full_scale(data: dict) -> str:
         f"{number(data['converged_ratio_to_floor'])}x its floor. {data['kind'].capitalize()}.\n")
 
 
+def _stages(data: dict) -> str:
+    floor = data["floor_s"]
+    rows = [{"stage": stage, "seconds": seconds, "floor": seconds / floor}
+            for stage, seconds in sorted(data["stages_s"].items(), key=lambda item: -item[1])]
+    rows += [{"stage": "least possible: the floor's two passes, the GGN pass and the K x K products at the GEMM rate",
+              "seconds": data["unavoidable_s"], "floor": data["unavoidable_over_floor"]},
+             {"stage": "the floor: two passes per model at the GEMM rate", "seconds": floor, "floor": 1.0}]
+    return markdown_table(rows, [("stage", lambda r: r["stage"]), ("seconds", lambda r: r["seconds"]),
+                                 ("x the floor", lambda r: r["floor"])]) + (
+        f"\n{data['models']:,} models at n = {data['n']:,}, d = {data['d']}, K = {data['K']:,}; "
+        f"{number(data['steps_per_solve_mean'])} steps per solve, largest gradient norm "
+        f"{number(data['max_grad_norm'])}, GEMM {number(data['gemm_gflops'])} GFLOP/s.\n")
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "perf_core": ("core.json", _core),
     "perf_core_shared": ("core_2026-11-29.json", _core),
     "perf_scaling": ("core_scaling.json", _scaling),
     "perf_rows": ("core_rows.json", _rows),
+    "perf_converged_stages": ("converged_stages.json", _stages),
     "perf_extractors": ("extractors.json", _extractors),
     "perf_loo": ("loo.json", _loo),
     "perf_networks": ("networks.json", _networks),

@@ -8,12 +8,12 @@ found with what the published one found (:func:`compare_chapter`) and writes the
 (``data/reproduction.json``, beside the reproduced scores, where a site built from that folder finds it) and
 as a page (``reproduction.md``).
 
-**Over several sittings.** ``chapters=`` (``--chapters``) executes only some chapters; the others keep the
+**Over several sittings.** ``only=`` (``--chapters``) executes only some chapters; the others keep the
 comparison an earlier report at the same commit and profile made of them (the report beside the reproduced
-chapters, else the published book's). :func:`publish_reproduction` (``--publish``) then copies the reproduced
-chapters and the report over the published book, so that a machine that does not keep ``_build`` between
-sittings resumes from the published book: a chapter published at this commit and fingerprint whose comparison
-the published report holds is not executed again, and keeps that comparison (made against the chapter it
+chapters, or the one in ``sittings``). :func:`publish_reproduction` (``--publish DIR``) then copies the reproduced
+chapters and the report over the book in ``DIR``, so that a machine that does not keep ``_build`` between
+sittings resumes from that book (``sittings``): a chapter published there at this commit and fingerprint whose
+comparison its report holds is not executed again, and keeps that comparison (made against the chapter it
 replaced). A chapter no report has compared yet is ``not reproduced yet``.
 
 **The claims** are read from each executed notebook's claim boxes: from the records :func:`lsi.book.verdicts.box`
@@ -399,7 +399,8 @@ def _published_here(name: str, chapter: Chapter, profile: str, commit: str, fold
             and record.get("fingerprint") == fingerprint(chapter, profile))
 
 
-def publish_reproduction(report: Report, out: str | Path | None = None, published: str | Path | None = None) -> list[str]:
+def publish_reproduction(report: Report, out: str | Path | None = None,
+                         published: str | Path | None = None) -> list[str]:
     """Copy the chapters ``report`` reproduced into ``out`` over the published book ``published`` (default
     :data:`PUBLISHED`), with the report.
 
