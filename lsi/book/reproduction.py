@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lsi.book.profiles import PUBLISHED, REPO, Chapter, data_dir, load_chapters, missing_data
-from lsi.book.records import atomic_write_text, read_runs, record_run
+from lsi.book.records import atomic_write_text, read_runs, record_run, recover_folder, swap_folder
 
 OUT = REPO / "_build" / "reproduce"
 REPORT_JSON = "reproduction.json"
@@ -307,6 +307,10 @@ class Report:
             chapter["ok"] = source.ok
         return record
 
+    def to_json(self) -> str:
+        """The report as written to ``reproduction.json`` (:meth:`to_dict`)."""
+        return json.dumps(self.to_dict(), indent=1, default=str) + "\n"
+
 
 def published_commits(chapters: dict[str, Chapter], profile: str,
                       chapters_dir: str | Path = PUBLISHED) -> dict[str, str]:
@@ -415,9 +419,6 @@ def publish_reproduction(report: Report, out: str | Path | None = None,
     """
     import shutil
 
-    from lsi.book.records import recover_folder, swap_folder
-    from lsi.results import atomic_write_bytes
-
     out = Path(out) if out is not None else OUT / report.profile
     published = Path(published) if published is not None else PUBLISHED
     source, target = out / "chapters", data_dir(published)
@@ -432,9 +433,9 @@ def publish_reproduction(report: Report, out: str | Path | None = None,
         runs = read_runs(target / name)
         runs[report.profile] = read_runs(staging)[report.profile]
         record_run(staging, runs)
-        atomic_write_bytes(published / f"{name}.ipynb", (source / f"{name}.ipynb").read_bytes())
+        atomic_write_text(published / f"{name}.ipynb", (source / f"{name}.ipynb").read_text())
         swap_folder(staging, target / name)
-    atomic_write_text(target / REPORT_JSON, json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    atomic_write_text(target / REPORT_JSON, report.to_json())
     return names
 
 
@@ -456,7 +457,7 @@ def write_report(report: Report, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     record = out / "data" / REPORT_JSON
     page = out / REPORT_PAGE
-    atomic_write_text(record, json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    atomic_write_text(record, report.to_json())
     atomic_write_text(page, "# Reproduction report\n\n" + report_markdown(report.to_dict()))
     return record, page
 
