@@ -13,8 +13,8 @@ from lsi.experiments.probe_studies import (
     FAR_ABOVE, PAPER_TABLE1, table1, table1_frame, TABLE1_CLAIMS, table1_claims, certified_leave_one_out,
     nested_order, lsi_vs_size,
     regime_slopes, REGIMES, in_regime, scaling_claims, feature_noise_sweep, label_flip_run, binary_task,
-    probe_accuracy, median_intervals, top_overlap, compare_rankings, lsi_during_training, settling_claims,
+    probe_accuracy, median_intervals, top_overlap, aligned, compare_rankings, lsi_during_training, settling_claims,
     rankings_over_training, lsi_with_notes, score_probes, slope_words, lsi_subsets, SUBSETS, learnability,
     by_subset, replicates_differ, seed_intervals, learnability_cost)
 
-__all__ = ["FAR_ABOVE", "PAPER_TABLE1", "table1", "table1_frame", "TABLE1_CLAIMS", "table1_claims", "certified_leave_one_out", "nested_order", "lsi_vs_size", "regime_slopes", "REGIMES", "in_regime", "scaling_claims", "feature_noise_sweep", "label_flip_run", "binary_task", "probe_accuracy", "median_intervals", "top_overlap", "compare_rankings", "lsi_during_training", "settling_claims", "rankings_over_training", "lsi_with_notes", "score_probes", "slope_words", "lsi_subsets", "SUBSETS", "learnability", "by_subset", "replicates_differ", "seed_intervals", "learnability_cost"]
+__all__ = ["FAR_ABOVE", "PAPER_TABLE1", "table1", "table1_frame", "TABLE1_CLAIMS", "table1_claims", "certified_leave_one_out", "nested_order", "lsi_vs_size", "regime_slopes", "REGIMES", "in_regime", "scaling_claims", "feature_noise_sweep", "label_flip_run", "binary_task", "probe_accuracy", "median_intervals", "top_overlap", "aligned", "compare_rankings", "lsi_during_training", "settling_claims", "rankings_over_training", "lsi_with_notes", "score_probes", "slope_words", "lsi_subsets", "SUBSETS", "learnability", "by_subset", "replicates_differ", "seed_intervals", "learnability_cost"]

@@ -326,6 +326,22 @@ def top_overlap(a: Sequence[float], b: Sequence[float], fraction: float = 0.1) -
     return len(top_a & top_b) / k
 
 
+def aligned(tables: Mapping[str, pd.DataFrame], *, column: str = "lsi", on: str = "id") -> pd.DataFrame:
+    """``column`` of each table side by side, one column per name, on the samples all tables score (rows matched
+    by ``on``, not by position: runs may order or subset their samples differently). For
+    :func:`compare_rankings` and scatter plots of two runs of the same samples."""
+    for name, table in tables.items():
+        missing = {column, on} - set(table.columns)
+        if missing:
+            raise ValueError(f"table {name!r} has no column {sorted(missing)}; it has {list(table.columns)}.")
+        if table[on].duplicated().any():
+            raise ValueError(f"table {name!r} scores some {on!r} twice; give each sample once.")
+    frame = pd.concat({name: table.set_index(on)[column] for name, table in tables.items()}, axis=1, join="inner")
+    if frame.empty:
+        raise ValueError(f"the tables {list(tables)} share no {on!r}: they score different samples.")
+    return frame
+
+
 def compare_rankings(scores: Mapping[str, Sequence[float]], reference: str, *,
                      fraction: float = 0.1) -> pd.DataFrame:
     """Each score against ``scores[reference]`` on the same samples: Spearman, top-``fraction`` overlap

@@ -101,6 +101,21 @@ def test_compare_rankings_against_hand_values():
     assert table.loc["same", "median relative difference"] == pytest.approx(1.0)
 
 
+def test_aligned_matches_rows_by_id_not_position_and_refuses_what_it_cannot_align():
+    first = pd.DataFrame({"id": [3, 1, 2], "lsi": [30.0, 10.0, 20.0]})
+    second = pd.DataFrame({"id": [1, 2, 4], "lsi": [1.0, 2.0, 4.0], "label": [0, 1, 0]})
+    frame = experiments.aligned({"a": first, "b": second})
+    assert list(frame.columns) == ["a", "b"] and sorted(frame.index) == [1, 2]
+    assert frame.loc[1].tolist() == [10.0, 1.0] and frame.loc[2].tolist() == [20.0, 2.0]
+    assert experiments.aligned({"b": second}, column="label").loc[2, "b"] == 1
+    with pytest.raises(ValueError, match="has no column"):
+        experiments.aligned({"a": first.drop(columns="id")})
+    with pytest.raises(ValueError, match="twice"):
+        experiments.aligned({"a": pd.concat([first, first])})
+    with pytest.raises(ValueError, match="share no"):
+        experiments.aligned({"a": first, "c": second.assign(id=[7, 8, 9])})
+
+
 @pytest.mark.parametrize("slope, words", [(-1.0, "about 1/n"), (-1.17, "about 1/n"), (-0.83, "about 1/n"),
                                           (-0.71, "flatter than 1/n"), (-0.6, "flatter than 1/n"),
                                           (0.16, "not falling with n"), (-1.18, "steeper than 1/n"),
