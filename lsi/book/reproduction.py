@@ -364,18 +364,21 @@ def reproduce(profile: str = "book", out: str | Path | None = None, chapters: di
     sittings = Path(sittings) if sittings is not None else published
     by_book = earlier_comparisons(profile, commit, data_dir(sittings) / REPORT_JSON)
     earlier = by_book | earlier_comparisons(profile, commit, out / "data" / REPORT_JSON)
-    for number, (name, chapter) in enumerate(chapters.items(), 1):
-        if name in by_book and _published_here(name, chapter, profile, commit, sittings):
+    kept = {name for name, chapter in chapters.items()
+            if name in by_book and _published_here(name, chapter, profile, commit, sittings)}
+    sitting = [name for name in chapters if name not in kept and (only is None or name in only)]
+    for name, chapter in chapters.items():
+        if name in kept:
             results.append(by_book[name])
             print(f"{name}: reproduced and published at this commit before; its comparison is kept", flush=True)
             continue
-        if only is not None and name not in only:
+        if name not in sitting:
             results.append(earlier.get(name) or ChapterComparison(name, NOT_YET, commits.get(name, "")))
             continue
         reason = missing_data(chapter)
         done = reason is None and _published_here(name, chapter, profile, commit, target)
         if progress:
-            print(_progress(number, chapters, name, expected, time.perf_counter() - start, done), flush=True)
+            print(_progress(sitting, name, expected, time.perf_counter() - start, done), flush=True)
         if reason:
             results.append(ChapterComparison(name, f"skipped: {reason}", commits.get(name, "")))
             print(f"{name}: not reproduced: {reason}", flush=True)
@@ -439,16 +442,18 @@ def publish_reproduction(report: Report, out: str | Path | None = None,
     return names
 
 
-def _progress(number: int, chapters: dict, name: str, expected: dict, elapsed: float, done: bool) -> str:
+def _progress(sitting: list[str], name: str, expected: dict, elapsed: float, done: bool) -> str:
+    """The line printed before chapter ``name`` of this sitting's chapters: its place, and the time left for
+    it and the sitting's later chapters by their published wall times."""
     from lsi.book.pages import duration_words
 
-    names = list(chapters)
-    left = [expected[n] for n in names[number - 1 + done:]]  # a chapter reproduced before costs nothing
+    number = sitting.index(name) + 1
+    left = [expected[n] for n in sitting[number - 1 + done:]]  # a chapter reproduced before costs nothing
     known = sum(s for s in left if s)
     eta = duration_words(known) + (" (+ chapters with no recorded time)" if None in left else "")
     this = "already reproduced at this commit, skipped" if done else (
         f"published run took {duration_words(expected[name])}" if expected[name] else "no recorded wall time")
-    return (f"[{number}/{len(names)}] {name}: {this}; elapsed {duration_words(elapsed)}, "
+    return (f"[{number}/{len(sitting)}] {name}: {this}; elapsed {duration_words(elapsed)}, "
             f"left about {eta} by the published wall times")
 
 

@@ -171,3 +171,12 @@ def test_a_reproduction_in_two_sittings_resumes_from_the_published_book(tmp_path
 
     executed.clear()
     assert main(common) == 0 and executed == []                           # a third sitting has nothing left
+
+
+def test_the_progress_line_counts_this_sittings_chapters_only():
+    """A sitting of three chapters out of a longer book: the place and the time left are the sitting's."""
+    expected = {"a": 600, "b": 120, "c": 60, "other": 9999}
+    assert reproduce._progress(["a", "b", "c"], "b", expected, 30, False).startswith(
+        "[2/3] b: published run took 2.0 min; elapsed 30 s, left about 3.0 min")
+    assert "left about 60 s" in reproduce._progress(["a", "b", "c"], "b", expected, 30, True)
+    assert "no recorded time" in reproduce._progress(["a", "b", "c"], "b", expected | {"c": None}, 30, False)
