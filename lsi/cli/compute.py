@@ -62,7 +62,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", choices=_values(DType), default=DEFAULTS["dtype"])
-    parser.add_argument("--memory-budget", default=DEFAULTS["memory_budget"], help="memory for one chunk of leave-one-out models. What they share comes on top: the "
+    parser.add_argument("--memory-budget", default=DEFAULTS["memory_budget"],
+                        help="memory for one chunk of leave-one-out models. What they share comes on top: the "
                         "features and, for the second-order solvers, the full-data K x K Hessian and its inverse "
                         "(K = (d + 1) C parameters, 8 K^2 bytes each: 1.3 GB each at d = 1,280, C = 10)")
     parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
