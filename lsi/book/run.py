@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -130,12 +131,14 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
            **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})}
     env_before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    memory = PeakMemory()
     try:
         bar = {"desc": f"{chapter.name} [{profile}]", "unit": "cell", "leave": True} if progress else False
         cell_timeout = cell_timeout or float(os.environ.get("LSI_CELL_TIMEOUT", CELL_TIMEOUT))
-        papermill.execute_notebook(str(chapter.notebook), scratch, parameters=parameters,
-                                   kernel_name="python3", cwd=str(REPO), progress_bar=bar,
-                                   execution_timeout=cell_timeout)
+        with memory:
+            papermill.execute_notebook(str(chapter.notebook), scratch, parameters=parameters,
+                                       kernel_name="python3", cwd=str(REPO), progress_bar=bar,
+                                       execution_timeout=cell_timeout)
     except Exception as error:  # papermill wraps the cell's exception
         failed = Path(tempfile.gettempdir()) / f"lsi-book-failed-{chapter.name}.ipynb"
         shutil.move(scratch, failed)
@@ -169,8 +172,9 @@ def run_chapter(chapter: Chapter, profile: str = "book", overrides: dict | None 
     _fsync_file(scratch)
     os.replace(scratch, target)
     _fsync_folder(out)
-    record = {"seconds": round(seconds, 1), "commit": git_commit(),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "fingerprint": inputs}
+    record = {"seconds": round(seconds, 1), "peak_memory_gib": round(memory.peak / 2 ** 30, 2),
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": machine(), "fingerprint": inputs}
     _install_data(chapter.name, staging, data, record, profile)
     return RunReport(chapter.name, "executed", target, seconds)
 
@@ -190,6 +194,47 @@ def _install_data(name: str, staging: Path, data: Path, record: dict, profile: s
     record_run(produced, runs)
     swap_folder(produced, final)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+class PeakMemory:
+    """The largest resident memory (bytes, in ``peak``) of this process's children, the chapter's kernel and
+    whatever it starts, sampled every ``interval`` seconds by a background thread while the ``with`` block
+    runs: a lower bound, which misses a peak shorter than ``interval``."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            self.peak = max(self.peak, _resident(me.children(recursive=True)))
+            if self._stop.wait(self.interval):
+                return
+
+
+def _resident(processes: list) -> int:
+    """Summed resident memory of ``processes``, leaving out any that ended meanwhile."""
+    import psutil
+
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
 
 
 def machine() -> dict:

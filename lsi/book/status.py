@@ -3,7 +3,7 @@
 Like QuantEcon's execution statistics. ``book/status.md`` holds the prose and two substitutions that
 :func:`lsi.book.site.build_site` fills at build time from the executed chapters and their ``runs.json``:
 
-- ``status_table``: per chapter its profile, commit, date and wall time, the machine (cores, GPU), the data
+- ``status_table``: per chapter its profile, commit, date, wall time and peak memory, the machine (cores, GPU), the data
   sets and their hashes, and whether the executed chapter is up to date with its source (its fingerprint,
   :mod:`lsi.book.fingerprint`);
 - ``status_commits``: the commits the chapters ran on, with a warning when they are not one.
@@ -44,8 +44,8 @@ def status_substitutions(chapters_dir: str | Path, chapters: dict[str, Chapter])
         run = read_runs(data_dir(chapters_dir) / name).get(profile) or {}
         commits[name] = run.get("commit", "not recorded")
         rows.append(_row(chapter, profile, run, meta, chapters_dir))
-    table = ("| chapter | profile | commit | date | wall time | machine | data (SHA-256, first 12) "
-             "| up to date with its source? |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    table = ("| chapter | profile | commit | date | wall time | peak memory | machine | data (SHA-256, first 12) "
+             "| up to date with its source? |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     distinct = sorted(set(commits.values()))
     warning = commit_warning(commits)
     sentence = (f"All {len(commits)} chapters ran on commit `{distinct[0]}`." if len(distinct) == 1 else
@@ -59,6 +59,7 @@ def status_substitutions(chapters_dir: str | Path, chapters: dict[str, Chapter])
 def _row(chapter: Chapter, profile: str, run: dict[str, Any], meta: dict[str, Any], chapters_dir: Path) -> str:
     seconds = run.get("seconds", meta.get("duration"))
     date = run.get("date") or str(meta.get("end_time", ""))[:19]
+    memory = f"{run['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in run else "not recorded"
     machine = run.get("machine")
     machine_text = (f"{machine['cores']} cores, {machine.get('gpu') or 'no GPU'}" if machine else "not recorded")
     data = (run.get("fingerprint") or {}).get("data")
@@ -75,7 +76,7 @@ def _row(chapter: Chapter, profile: str, run: dict[str, Any], meta: dict[str, An
                  f"differ from the run's)")
     note = _disagreement(run, meta)
     return (f"| {chapter.title} | `{profile}` | `{run.get('commit', 'not recorded')}` | {date[:10]} "
-            f"| {duration_words(seconds) if seconds is not None else 'not recorded'} | {machine_text} "
+            f"| {duration_words(seconds) if seconds is not None else 'not recorded'} | {memory} | {machine_text} "
             f"| {data_text} | {state}{note} |")
 
 

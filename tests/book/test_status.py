@@ -52,6 +52,7 @@ def test_the_status_table_says_which_run_each_page_shows(tmp_path, executed, mon
     alpha, beta = values["status_table"].splitlines()[2:4]
     commit = json.loads((book.data_dir(out) / "alpha" / "runs.json").read_text())["ci"]["commit"]
     assert alpha.startswith(f"| Alpha | `ci` | `{commit}` |") and "| 0 s |" in alpha  # runs.json's wall time
+    assert "| 0.00 GiB |" in alpha  # the stand-in for papermill starts no kernel: nothing resident
     assert f"toy `{book.fingerprint.mirror_hash(mirror)[:12]}`" in alpha and alpha.endswith("| yes |")
     machine = json.loads((book.data_dir(out) / "alpha" / "runs.json").read_text())["ci"]["machine"]
     assert f"| {machine['cores']} cores, {machine['gpu'] or 'no GPU'} |" in alpha
@@ -84,3 +85,19 @@ def test_the_reproduction_page_shows_a_report_or_how_to_make_one(tmp_path):
     text = status.reproduction_section(record)
     assert "| c | 0.5 | 0.6 | 0.5 -> 0.6 (+0.1, identical digits) | **drifted** | yes |" in text
     assert "Parameters that differ: `n: 1 -> 2`" in text and page.read_text().endswith(text)
+
+
+def test_peak_memory_sees_a_child_process_hold_its_memory():
+    """A child holding 300 MB for two seconds is seen (sampled every 0.1 s); with no child the peak is 0."""
+    import subprocess
+    import sys
+
+    from lsi.book.run import PeakMemory
+
+    with PeakMemory(interval=0.1) as idle:
+        pass
+    assert idle.peak == 0
+    hold = "import time; block = bytearray(300 * 2 ** 20); block[::4096] = b'x' * len(block[::4096]); time.sleep(2)"
+    with PeakMemory(interval=0.1) as memory:
+        subprocess.run([sys.executable, "-c", hold], check=True)
+    assert 300 * 2 ** 20 <= memory.peak <= 2 * 2 ** 30
