@@ -197,16 +197,20 @@ def _install_data(name: str, staging: Path, data: Path, record: dict, profile: s
 
 
 class PeakMemory:
-    """The largest resident memory (bytes, in ``peak``) of this process's children, the chapter's kernel and
-    whatever it starts, sampled every ``interval`` seconds by a background thread while the ``with`` block
-    runs: a lower bound, which misses a peak shorter than ``interval``."""
+    """The largest resident memory (bytes, in ``peak``) of the processes this process starts while the ``with``
+    block runs (the chapter's kernel and whatever it starts; children from before are left out), sampled every
+    ``interval`` seconds by a background thread: a lower bound, which misses a peak shorter than ``interval``."""
 
     def __init__(self, interval: float = 0.5):
         self.interval, self.peak = interval, 0
+        self._before: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self) -> "PeakMemory":
+        import psutil
+
+        self._before = {child.pid for child in psutil.Process().children(recursive=True)}
         self._thread.start()
         return self
 
@@ -219,7 +223,8 @@ class PeakMemory:
 
         me = psutil.Process()
         while True:
-            self.peak = max(self.peak, _resident(me.children(recursive=True)))
+            started = [child for child in me.children(recursive=True) if child.pid not in self._before]
+            self.peak = max(self.peak, _resident(started))
             if self._stop.wait(self.interval):
                 return
 

@@ -88,16 +88,22 @@ def test_the_reproduction_page_shows_a_report_or_how_to_make_one(tmp_path):
 
 
 def test_peak_memory_sees_a_child_process_hold_its_memory():
-    """A child holding 300 MB for two seconds is seen (sampled every 0.1 s); with no child the peak is 0."""
+    """A child holding 300 MB for two seconds is seen (sampled every 0.1 s); one started before is not, and with
+    no child started the peak is 0."""
     import subprocess
     import sys
+    import time
 
     from lsi.book.run import PeakMemory
 
-    with PeakMemory(interval=0.1) as idle:
-        pass
-    assert idle.peak == 0
     hold = "import time; block = bytearray(300 * 2 ** 20); block[::4096] = b'x' * len(block[::4096]); time.sleep(2)"
+    earlier = subprocess.Popen([sys.executable, "-c", hold])
+    try:
+        with PeakMemory(interval=0.1) as idle:
+            time.sleep(1.0)
+    finally:
+        earlier.wait()
+    assert idle.peak == 0
     with PeakMemory(interval=0.1) as memory:
         subprocess.run([sys.executable, "-c", hold], check=True)
     assert 300 * 2 ** 20 <= memory.peak <= 2 * 2 ** 30
